@@ -1,0 +1,259 @@
+package onespan
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"time"
+)
+
+// EventClass is the @class OneSpan puts in every callback.
+const EventClass = "com.silanis.esl.packages.event.ESLProcessEvent"
+
+// Events are the names the emulator accepts in a registration: the 21 of the
+// Java SDK's NotificationEvent plus COBROWSE_REQUEST from the docs.
+var Events = []string{
+	"PACKAGE_ACTIVATE", "PACKAGE_COMPLETE", "PACKAGE_EXPIRE", "PACKAGE_OPT_OUT",
+	"PACKAGE_DECLINE", "SIGNER_COMPLETE", "DOCUMENT_SIGNED", "ROLE_REASSIGN",
+	"PACKAGE_CREATE", "PACKAGE_DEACTIVATE", "PACKAGE_READY_FOR_COMPLETE", "PACKAGE_TRASH",
+	"PACKAGE_RESTORE", "PACKAGE_DELETE", "KBA_FAILURE", "EMAIL_BOUNCE",
+	"PACKAGE_ATTACHMENT", "SIGNER_LOCKED", "PACKAGE_ARCHIVE", "TEMPLATE_CREATE",
+	"DOCUMENT_VIEWED", "COBROWSE_REQUEST",
+}
+
+func knownEvent(name string) bool { return slices.Contains(Events, name) }
+
+// Event is a callback body, field for field and in OneSpan's order; message
+// and documentId are explicit nulls when unset, as OneSpan sends them.
+type Event struct {
+	Class       string  `json:"@class"`
+	Name        string  `json:"name"`
+	SessionUser string  `json:"sessionUser"`
+	PackageID   string  `json:"packageId"`
+	Message     *string `json:"message"`
+	DocumentID  *string `json:"documentId"`
+	CreatedDate string  `json:"createdDate"`
+}
+
+// CreatedDateLayout is OneSpan's createdDate: UTC, milliseconds, Z.
+const CreatedDateLayout = "2006-01-02T15:04:05.000Z"
+
+// NewEvent builds an event dated at. message and documentID may be "" (null).
+func NewEvent(name, sessionUser, packageID, message, documentID string, at time.Time) Event {
+	ev := Event{Class: EventClass, Name: name, SessionUser: sessionUser, PackageID: packageID,
+		CreatedDate: at.UTC().Format(CreatedDateLayout)}
+	if message != "" {
+		ev.Message = &message
+	}
+	if documentID != "" {
+		ev.DocumentID = &documentID
+	}
+	return ev
+}
+
+// FailedCallback is a callback the listener did not accept; OneSpan would
+// e-mail the sender about it and never resend it.
+type FailedCallback struct {
+	Event Event
+	Err   error
+}
+
+var defaultSender = &http.Client{Timeout: 30 * time.Second}
+
+// SendCallback POSTs ev to url the way OneSpan does: Authorization "Basic
+// <key>" with the key raw (no header when key is empty), JSON in UTF-8, no
+// User-Agent. Any non-2xx answer is an error.
+func SendCallback(ctx context.Context, url, key string, ev Event) error {
+	return sendCallback(ctx, defaultSender, url, key, ev)
+}
+
+func sendCallback(ctx context.Context, hc *http.Client, url, key string, ev Event) error {
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("encode callback %s for package %s: %w", ev.Name, ev.PackageID, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("callback %s for package %s: %w", ev.Name, ev.PackageID, err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Basic "+key)
+	}
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	req.Header.Set("Accept-Encoding", "gzip,deflate")
+	req.Header["User-Agent"] = []string{""} // the captured request has an empty User-Agent
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("callback %s for package %s: %w", ev.Name, ev.PackageID, err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("callback %s for package %s: listener answered %d", ev.Name, ev.PackageID, resp.StatusCode)
+	}
+	return nil
+}
+
+// HoldCallbacks(true) records callbacks instead of sending them, as if the
+// listener were down; Held returns them. HoldCallbacks(false) sends new ones again.
+func (s *Server) HoldCallbacks(hold bool) { s.mu.Lock(); s.holdCallbacks = hold; s.mu.Unlock() }
+
+// Held returns the callbacks recorded while held (never sent: OneSpan does not resend).
+func (s *Server) Held() []Event { s.mu.Lock(); defer s.mu.Unlock(); return slices.Clone(s.held) }
+
+// Sent returns the callbacks the listener accepted.
+func (s *Server) Sent() []Event { s.mu.Lock(); defer s.mu.Unlock(); return slices.Clone(s.sent) }
+
+// Failed returns the callbacks the listener refused or could not be reached for.
+func (s *Server) Failed() []FailedCallback {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.failed)
+}
+
+// Emit sends ev to the registered URL if the registration subscribes to its
+// name, like OneSpan. It returns the delivery error, if any (also in Failed).
+func (s *Server) Emit(ctx context.Context, ev Event) error {
+	s.mu.Lock()
+	reg := s.callback
+	hold := s.holdCallbacks
+	hc := s.hc
+	var url, key string
+	subscribed := reg != nil && reg.URL != "" && slices.Contains(reg.Events, ev.Name)
+	if subscribed {
+		url, key = reg.URL, reg.Key
+		if hold {
+			s.held = append(s.held, ev)
+		}
+	}
+	s.mu.Unlock()
+	if !subscribed || hold {
+		return nil
+	}
+	err := sendCallback(ctx, hc, url, key, ev)
+	s.mu.Lock()
+	if err != nil {
+		s.failed = append(s.failed, FailedCallback{Event: ev, Err: err})
+	} else {
+		s.sent = append(s.sent, ev)
+	}
+	s.mu.Unlock()
+	return err
+}
+
+// transition changes a package under the lock and returns the event to emit.
+func (s *Server) transition(id string, f func(p *Package, now time.Time) (Event, error)) (Event, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.packages[id]
+	if !ok {
+		return Event{}, fmt.Errorf("sandbox: no package %s", id)
+	}
+	now := s.now().UTC()
+	// Keep updated strictly increasing so ordering by it is stable.
+	if !now.After(st.Updated) {
+		now = st.Updated.Add(time.Millisecond)
+	}
+	ev, err := f(&st.Package, now)
+	if err != nil {
+		return Event{}, err
+	}
+	st.Updated = now
+	return ev, nil
+}
+
+func (s *Server) lifecycle(ctx context.Context, id string, f func(p *Package, now time.Time) (Event, error)) error {
+	ev, err := s.transition(id, f)
+	if err != nil {
+		return err
+	}
+	return s.Emit(ctx, ev)
+}
+
+func (s *Server) setStatus(ctx context.Context, id, from, to, event string) error {
+	return s.lifecycle(ctx, id, func(p *Package, now time.Time) (Event, error) {
+		if from != "" && p.Status != from {
+			return Event{}, fmt.Errorf("sandbox: package %s is %s, not %s", id, p.Status, from)
+		}
+		p.Status = to
+		return NewEvent(event, s.senderID, id, "", "", now), nil
+	})
+}
+
+// Activate sends a DRAFT package (status SENT, PACKAGE_ACTIVATE).
+func (s *Server) Activate(ctx context.Context, id string) error {
+	return s.setStatus(ctx, id, "DRAFT", "SENT", "PACKAGE_ACTIVATE")
+}
+
+// SignDocument marks a document signed by signer (DOCUMENT_SIGNED with the
+// document id and the signer as sessionUser).
+func (s *Server) SignDocument(ctx context.Context, id, docID, signer string) error {
+	return s.lifecycle(ctx, id, func(p *Package, now time.Time) (Event, error) {
+		if p.Status != "SENT" {
+			return Event{}, fmt.Errorf("sandbox: package %s is %s, not SENT", id, p.Status)
+		}
+		i := slices.IndexFunc(p.Documents, func(d Document) bool { return d.ID == docID })
+		if i < 0 {
+			return Event{}, fmt.Errorf("sandbox: package %s has no document %s", id, docID)
+		}
+		p.Documents[i].Signed = true
+		return NewEvent("DOCUMENT_SIGNED", signer, id, "", docID, now), nil
+	})
+}
+
+// SignerComplete says a signer finished (SIGNER_COMPLETE).
+func (s *Server) SignerComplete(ctx context.Context, id, signer string) error {
+	return s.lifecycle(ctx, id, func(p *Package, now time.Time) (Event, error) {
+		return NewEvent("SIGNER_COMPLETE", signer, id, "", "", now), nil
+	})
+}
+
+// Complete completes a SENT package (status COMPLETED, PACKAGE_COMPLETE with
+// the last signer as sessionUser, every document signed).
+func (s *Server) Complete(ctx context.Context, id string) error {
+	return s.lifecycle(ctx, id, func(p *Package, now time.Time) (Event, error) {
+		if p.Status != "SENT" {
+			return Event{}, fmt.Errorf("sandbox: package %s is %s, not SENT", id, p.Status)
+		}
+		p.Status, p.Completed = "COMPLETED", now
+		for i := range p.Documents {
+			p.Documents[i].Signed = true
+		}
+		user := s.senderID
+		if n := len(p.Signers); n > 0 {
+			user = p.Signers[n-1].ID
+		}
+		return NewEvent("PACKAGE_COMPLETE", user, id, "", "", now), nil
+	})
+}
+
+// Decline declines a SENT package with a reason (status DECLINED, the reason
+// in messages[] and in the callback's message).
+func (s *Server) Decline(ctx context.Context, id, reason string) error {
+	return s.lifecycle(ctx, id, func(p *Package, now time.Time) (Event, error) {
+		if p.Status != "SENT" {
+			return Event{}, fmt.Errorf("sandbox: package %s is %s, not SENT", id, p.Status)
+		}
+		user := s.senderID
+		if len(p.Signers) > 0 {
+			user = p.Signers[0].ID
+		}
+		p.Status = "DECLINED"
+		p.Messages = append(p.Messages, Message{Content: reason, From: user, Created: now})
+		return NewEvent("PACKAGE_DECLINE", user, id, reason, "", now), nil
+	})
+}
+
+// Expire expires a SENT package (status EXPIRED, PACKAGE_EXPIRE).
+func (s *Server) Expire(ctx context.Context, id string) error {
+	return s.setStatus(ctx, id, "SENT", "EXPIRED", "PACKAGE_EXPIRE")
+}
+
+// Archive archives a COMPLETED package (status ARCHIVED, PACKAGE_ARCHIVE).
+func (s *Server) Archive(ctx context.Context, id string) error {
+	return s.setStatus(ctx, id, "COMPLETED", "ARCHIVED", "PACKAGE_ARCHIVE")
+}
