@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,7 +48,9 @@ type Server struct {
 	sent          []Event
 	failed        []FailedCallback
 	failRate      float64
+	throttle      time.Duration // >0: answer 429 with this Retry-After
 	latency       time.Duration
+	issued        []string
 	hc            *http.Client
 
 	tokenRequests atomic.Int64
@@ -129,13 +132,21 @@ func (s *Server) Listen(addr string) (string, error) {
 	return s.URL(), nil
 }
 
-// Serve runs the emulator on addr until ctx ends.
+// Serve runs the emulator on addr until ctx ends, then drains for up to 5 s.
 func (s *Server) Serve(ctx context.Context, addr string) error {
 	if _, err := s.Listen(addr); err != nil {
 		return err
 	}
 	<-ctx.Done()
-	return s.Close()
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return srv.Close()
+	}
+	return nil
 }
 
 // URL is the base URL after Listen.
@@ -145,7 +156,7 @@ func (s *Server) URL() string {
 	return s.url
 }
 
-// Close stops a server started by Listen.
+// Close stops a server started by Listen at once, in-flight requests included.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	srv := s.srv
@@ -153,12 +164,7 @@ func (s *Server) Close() error {
 	if srv == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		return srv.Close()
-	}
-	return nil
+	return srv.Close()
 }
 
 // --- knobs ---
@@ -208,6 +214,18 @@ func (s *Server) RequestURIs() []string {
 // SetFailureRate answers this fraction (0..1) of /api requests with 503.
 func (s *Server) SetFailureRate(f float64) { s.mu.Lock(); s.failRate = f; s.mu.Unlock() }
 
+// SetThrottled(d) answers every /api request 429 with "Retry-After: <d in
+// seconds>" until SetThrottled(0).
+func (s *Server) SetThrottled(d time.Duration) { s.mu.Lock(); s.throttle = d; s.mu.Unlock() }
+
+// IssuedTokens returns every access token handed out, so tests can prove
+// none of them leaks into logs or errors.
+func (s *Server) IssuedTokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.issued...)
+}
+
 // SetLatency delays every /api answer by d.
 func (s *Server) SetLatency(d time.Duration) { s.mu.Lock(); s.latency = d; s.mu.Unlock() }
 
@@ -242,7 +260,7 @@ func (s *Server) api(h http.HandlerFunc) http.Handler {
 		s.requestURIs = append(s.requestURIs, r.RequestURI)
 		s.requestLogMu.Unlock()
 		s.mu.Lock()
-		lat, rate := s.latency, s.failRate
+		lat, rate, throttle := s.latency, s.failRate, s.throttle
 		s.mu.Unlock()
 		if lat > 0 {
 			select {
@@ -254,6 +272,11 @@ func (s *Server) api(h http.HandlerFunc) http.Handler {
 		if rate > 0 && mrand.Float64() < rate {
 			w.Header().Set("Retry-After", "1")
 			writeError(w, http.StatusServiceUnavailable, "error.unavailable", "Service temporarily unavailable.")
+			return
+		}
+		if throttle > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int(throttle.Seconds())))
+			writeError(w, http.StatusTooManyRequests, "error.tooManyRequests", "Too many requests.")
 			return
 		}
 		if !s.authorized(r.Header.Get("Authorization")) {
@@ -312,6 +335,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	exp := time.Now().Add(lifetime)
 	s.mu.Lock()
 	s.tokens[tok] = exp
+	s.issued = append(s.issued, tok)
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{"accessToken": tok, "expiresAt": exp.UnixMilli()})
 }
