@@ -345,7 +345,7 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 		}
 		return &response{status: resp.StatusCode, header: resp.Header, body: data}, nil
 	}
-	return nil, c.classed(r.what, parseErrorBody(resp.StatusCode, data), c.LastLimit())
+	return nil, c.responseError(r.what, resp.StatusCode, data)
 }
 
 func (c *Client) noteLimit(h http.Header) {

@@ -174,6 +174,11 @@ func parseErrorBody(status int, body []byte) *APIError {
 	return ae
 }
 
+// responseError classifies a non-2xx answer from its status and body.
+func (c *Client) responseError(op string, status int, body []byte) *fault.Error {
+	return c.classed(op, parseErrorBody(status, body), c.LastLimit())
+}
+
 // recordError builds the classified error of one collection record. When a
 // record has several errors, a Permanent one wins: retrying cannot cure it.
 func (c *Client) recordError(op string, errs []errorBody) *fault.Error {
