@@ -154,13 +154,14 @@ func (s *Server) transition(id string, f func(p *Package, now time.Time) (Event,
 		return Event{}, fmt.Errorf("sandbox: no package %s", id)
 	}
 	now := s.now().UTC()
-	// Keep updated strictly increasing so ordering by it is stable.
-	if !now.After(st.Updated) {
-		now = st.Updated.Add(time.Millisecond)
-	}
 	ev, err := f(&st.Package, now)
 	if err != nil {
 		return Event{}, err
+	}
+	// Keep updated strictly increasing so ordering by it is stable even
+	// under a frozen test clock.
+	if !now.After(st.Updated) {
+		now = st.Updated.Add(time.Millisecond)
 	}
 	st.Updated = now
 	return ev, nil
