@@ -185,6 +185,15 @@ func (s *Server) setStatus(ctx context.Context, id, from, to, event string) erro
 	})
 }
 
+// CreatePackage plants a package like AddPackage and sends PACKAGE_CREATE
+// from the sender, as OneSpan does when a package is created.
+func (s *Server) CreatePackage(ctx context.Context, p Package) error {
+	s.AddPackage(p)
+	return s.lifecycle(ctx, p.ID, func(_ *Package, now time.Time) (Event, error) {
+		return NewEvent("PACKAGE_CREATE", s.senderID, p.ID, "", "", now), nil
+	})
+}
+
 // Activate sends a DRAFT package (status SENT, PACKAGE_ACTIVATE).
 func (s *Server) Activate(ctx context.Context, id string) error {
 	return s.setStatus(ctx, id, "DRAFT", "SENT", "PACKAGE_ACTIVATE")

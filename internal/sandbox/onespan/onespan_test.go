@@ -113,8 +113,8 @@ func TestDeclineCarriesTheReason(t *testing.T) {
 func TestOnlySubscribedEventsAreSent(t *testing.T) {
 	sb, l, url := setup(t)
 	sb.SetCallback(url+"/v1/callbacks/acme", "fake-callback-key", []string{"PACKAGE_COMPLETE"})
-	sb.AddPackage(ossandbox.Package{ID: "p"})
 	ctx := context.Background()
+	_ = sb.CreatePackage(ctx, ossandbox.Package{ID: "p"})
 	_ = sb.Activate(ctx, "p")
 	_ = sb.Complete(ctx, "p")
 	if got := l.requests(); len(got) != 1 || !strings.Contains(got[0].body, "PACKAGE_COMPLETE") {
