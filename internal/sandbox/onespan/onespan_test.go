@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/countersign/countersign/internal/callback"
 	ossandbox "github.com/countersign/countersign/internal/sandbox/onespan"
 )
 
@@ -88,6 +89,12 @@ func TestLifecycleSendsCallbacksLikeOneSpan(t *testing.T) {
 	}
 	if !strings.Contains(got[2].body, `"name":"PACKAGE_COMPLETE","sessionUser":"signer-b"`) || !createdDate.MatchString(got[2].body) {
 		t.Fatalf("complete: %s", got[2].body)
+	}
+	for _, r := range got {
+		ev, err := callback.Parse([]byte(r.body))
+		if err != nil || ev.PackageID != id || ev.Created.IsZero() {
+			t.Fatalf("the listener's parser refuses the emulator's callback %s: %v", r.body, err)
+		}
 	}
 	p, _ := sb.Package(id)
 	if p.Status != "COMPLETED" || p.Completed.IsZero() {
