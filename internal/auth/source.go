@@ -463,8 +463,12 @@ func (s *Source) grantDied(ctx context.Context, leased *TokenSet, rev uint64, re
 	}
 	s.setCached(nil)
 	s.log.Error("salesforce refused the refresh token; the tenant needs a reconnect", "reason", reason)
+	desc := re.ErrorDescription
+	if desc == "" {
+		desc = "refresh token refused"
+	}
 	return &fault.Error{Class: fault.Reconnect, Op: "tenant " + s.tenant + ": refresh salesforce token",
-		Code: "invalid_grant", Err: errors.New(reason)}
+		Code: "invalid_grant", Err: fmt.Errorf("%s; reconnect the tenant", desc)}
 }
 
 // release drops the lease after a failed refresh so others may try at once.

@@ -60,7 +60,15 @@ func (ts *TokenSet) usable(now time.Time, margin time.Duration) bool {
 	if ts.Dead || ts.AccessToken == "" {
 		return false
 	}
-	return ts.Expiry.IsZero() || now.Add(margin).Before(ts.Expiry)
+	if ts.Expiry.IsZero() {
+		return true
+	}
+	// A short-lived token (a provider's small expires_in) gets a margin in
+	// proportion, or it would never be usable.
+	if life := ts.Expiry.Sub(ts.RefreshedAt); !ts.RefreshedAt.IsZero() && life > 0 {
+		margin = min(margin, life/10)
+	}
+	return now.Add(margin).Before(ts.Expiry)
 }
 
 // Store keeps TokenSets sealed in the cs_tokens bucket.
@@ -138,13 +146,14 @@ func (s *Store) Save(ctx context.Context, tenant string, ts *TokenSet, rev uint6
 }
 
 // Delete removes the tenant's token set if it is still at revision rev
-// (0: whatever is stored).
+// (0: whatever is stored). It purges the key, so the sealed older revisions
+// kept as history go too.
 func (s *Store) Delete(ctx context.Context, tenant string, rev uint64) error {
 	var opts []jetstream.KVDeleteOpt
 	if rev != 0 {
 		opts = append(opts, jetstream.LastRevision(rev))
 	}
-	err := s.kv.Delete(ctx, tenant, opts...)
+	err := s.kv.Purge(ctx, tenant, opts...)
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return fmt.Errorf("tenant %s: delete tokens: %w", tenant, ErrConflict)
 	}
