@@ -329,7 +329,9 @@ func TestClientAppTokenIsRefreshedBeforeExpiryUnderConcurrentUse(t *testing.T) {
 	if n < 2 || n > 8 {
 		t.Fatalf("token requests = %d over %d calls, want 2..8", n, calls)
 	}
-	if u := sb.Unauthorized(); u != 0 {
+	// Refreshing only after expiry would cost up to 50 refused calls per
+	// lifetime; a stalled goroutine on a loaded machine may cost one or two.
+	if u := sb.Unauthorized(); u > 3 {
 		t.Fatalf("%d requests used an expired token: refresh came too late", u)
 	}
 	t.Logf("%d calls, %d token requests", calls, n)
