@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/countersign/countersign/internal/config"
+	"github.com/countersign/countersign/internal/ingest"
+	"github.com/countersign/countersign/internal/logging"
+	"github.com/countersign/countersign/internal/metrics"
+	"github.com/countersign/countersign/internal/queue"
+	"github.com/countersign/countersign/internal/supervisor"
+)
+
+type serveFlags struct {
+	logFormat    string
+	logLevel     string
+	drainTimeout time.Duration
+}
+
+func newServeCmd(g *globalFlags) *cobra.Command {
+	f := &serveFlags{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the listener: callback ingest, NATS, metrics",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), cfg, f)
+		},
+	}
+	cmd.Flags().StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
+	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.Flags().DurationVar(&f.drainTimeout, "drain-timeout", 15*time.Second,
+		"on SIGTERM, how long in-flight requests may take to finish")
+	return cmd
+}
+
+// secretsOf lists every configured secret so the log handler can scrub them
+// even from text that was never meant to hold one.
+func secretsOf(cfg *config.Config) *logging.Secrets {
+	s := &logging.Secrets{}
+	s.Add(cfg.Secrets.Keys...)
+	s.Add(cfg.Admin.Tokens...)
+	for _, t := range cfg.Tenants {
+		s.Add(t.CallbackKeys...)
+		s.Add(t.OneSpan.APIKey, t.OneSpan.ClientApp.Secret, t.Salesforce.ClientSecret, t.Salesforce.RefreshToken)
+		for _, c := range t.CallbackClients {
+			s.Add(c.ClientSecret)
+		}
+	}
+	return s
+}
+
+func newLogger(cfg *config.Config, f *serveFlags) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	format := logging.Format(f.logFormat)
+	if format != logging.JSON && format != logging.Text {
+		return nil, fmt.Errorf("--log-format must be json or text, not %q", f.logFormat)
+	}
+	return logging.New(os.Stderr, format, level, secretsOf(cfg)), nil
+}
+
+func serve(ctx context.Context, cfg *config.Config, f *serveFlags) error {
+	log, err := newLogger(cfg, f)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(log)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+
+	q, err := queue.Open(ctx, queue.Options{NATS: cfg.NATS, Queue: cfg.Queue, Logger: log})
+	if err != nil {
+		return err
+	}
+	// Closed last: every part that publishes or acks has stopped by then.
+	defer q.Close()
+	log.Info("nats ready", "embedded", cfg.NATS.Embedded(), "store_dir", cfg.NATS.StoreDir,
+		"sync_always", cfg.NATS.SyncAlways, "replicas", cfg.NATS.Replicas)
+
+	e, err := ingest.NewEcho(cfg.Server)
+	if err != nil {
+		return err
+	}
+	group := supervisor.New(log)
+	ingest.New(ingest.Options{
+		Tenants:      cfg.Tenants,
+		MaxBodyBytes: cfg.Server.MaxBodyBytes,
+		Publisher:    q,
+		Metrics:      m,
+		Logger:       log,
+	}).Register(e)
+	ingest.Health{Ready: func(ctx context.Context) error {
+		if err := group.Healthy(); err != nil {
+			return err
+		}
+		return q.Ready(ctx)
+	}}.Register(e)
+
+	metricsSrv := &http.Server{
+		Addr:              cfg.Metrics.Addr,
+		Handler:           promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	e.Server.Addr = cfg.Server.Addr
+	log.Info("listening", "addr", cfg.Server.Addr, "metrics_addr", cfg.Metrics.Addr,
+		"tenants", cfg.TenantIDs(), "version", version)
+	return group.Run(ctx,
+		supervisor.Part{Name: "http", Run: func(ctx context.Context) error { return runHTTP(ctx, e.Server, f.drainTimeout) }},
+		supervisor.Part{Name: "metrics", Run: func(ctx context.Context) error { return runHTTP(ctx, metricsSrv, 5*time.Second) }},
+	)
+}
+
+// runHTTP serves until ctx ends, then stops accepting and lets in-flight
+// requests finish within drain: a callback mid-publish gets its real answer.
+func runHTTP(ctx context.Context, srv *http.Server, drain time.Duration) error {
+	ln, err := net.Listen("tcp", srv.Addr)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("drain %s: %w", srv.Addr, err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
