@@ -95,10 +95,16 @@ type Source struct {
 
 	flight singleflight.Group
 
-	mu       sync.Mutex
-	cur      *TokenSet // last token set seen, nil when unknown
-	rejected []string  // hashes of access tokens Salesforce refused (most recent last)
+	mu        sync.Mutex
+	cur       *TokenSet // last token set seen, nil when unknown
+	rejected  []string  // hashes of access tokens Salesforce refused (most recent last)
+	failUntil time.Time // after a failed refresh, answer failErr until then
+	failErr   error
 }
+
+// refreshCooldown spaces token-endpoint attempts after a failure (endpoint
+// down, timeout): callers get the last error instead of a new attempt each.
+const refreshCooldown = time.Second
 
 // NewSource builds the token source of opts.Tenant.
 func NewSource(opts Options) (*Source, error) {
@@ -195,11 +201,23 @@ func (s *Source) Token(ctx context.Context) (accessToken, instanceURL string, er
 	if ts := s.cached(); ts != nil {
 		return ts.AccessToken, ts.InstanceURL, nil
 	}
+	if err := s.coolingDown(); err != nil {
+		return "", "", err
+	}
 	ts, err := s.obtain(ctx, "")
 	if err != nil {
 		return "", "", err
 	}
 	return ts.AccessToken, ts.InstanceURL, nil
+}
+
+func (s *Source) coolingDown() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failErr != nil && s.now().Before(s.failUntil) {
+		return s.failErr
+	}
+	return nil
 }
 
 // Invalidate reports that Salesforce refused rejected (401 INVALID_SESSION_ID).
@@ -221,6 +239,9 @@ func (s *Source) Invalidate(ctx context.Context, rejected string) error {
 		}
 	}
 	s.mu.Unlock()
+	if err := s.coolingDown(); err != nil {
+		return err
+	}
 	_, err := s.obtain(ctx, h)
 	return err
 }
@@ -286,14 +307,17 @@ func (s *Source) load(ctx context.Context) (*TokenSet, error) {
 			return nil, fault.New(fault.Retryable, op, err)
 		}
 		if ts.Dead {
+			s.setConnectedMetric(0)
 			return nil, fault.Errorf(fault.Reconnect, op, "grant is dead (%s); reconnect the tenant", ts.DeadReason)
 		}
 		now := s.now()
 		if ts.usable(now, s.margin) && !s.isRejected(ts.AccessToken) {
 			s.setCached(ts)
+			s.setConnectedMetric(1) // e.g. after a restart, before any refresh
 			return ts, nil
 		}
 		if ts.RefreshToken == "" {
+			s.setConnectedMetric(0)
 			return nil, fault.Errorf(fault.Reconnect, op, "no refresh token stored; reconnect the tenant")
 		}
 		if ts.Lease != nil && now.Before(ts.Lease.Until) {
@@ -383,7 +407,11 @@ func (s *Source) refresh(ctx context.Context, leased *TokenSet, rev uint64) (*To
 		s.count("error")
 		s.release(ctx, leased, rev)
 		s.log.Warn("salesforce token refresh failed", "error", describeTokenError(err))
-		return nil, fault.Errorf(fault.Retryable, op, "%s", describeTokenError(err))
+		ferr := fault.Errorf(fault.Retryable, op, "%s", describeTokenError(err))
+		s.mu.Lock()
+		s.failUntil, s.failErr = s.now().Add(refreshCooldown), ferr
+		s.mu.Unlock()
+		return nil, ferr
 	}
 	next := s.tokenSetFrom(tok, leased)
 	next.Lease = nil
@@ -398,7 +426,9 @@ func (s *Source) refresh(ctx context.Context, leased *TokenSet, rev uint64) (*To
 	if err := s.tenants.SetConnected(ctx, s.tenant); err != nil {
 		s.log.Warn("could not record tenant as connected", "error", err)
 	}
-	s.setCached(stored)
+	s.mu.Lock()
+	s.cur, s.failErr = stored, nil
+	s.mu.Unlock()
 	s.log.Info("refreshed salesforce access token", "generation", stored.Generation,
 		"expires_at", stored.Expiry.Format(time.RFC3339), "rotated", stored.RefreshToken != leased.RefreshToken)
 	return stored, nil
@@ -587,7 +617,7 @@ func (s *Source) storeGrant(ctx context.Context, ts *TokenSet) error {
 		return fmt.Errorf("tenant %s: store salesforce grant: %w", s.tenant, err)
 	}
 	s.mu.Lock()
-	s.cur, s.rejected = nil, nil
+	s.cur, s.rejected, s.failErr = nil, nil, nil
 	s.mu.Unlock()
 	if err := s.tenants.SetConnected(ctx, s.tenant); err != nil {
 		return err

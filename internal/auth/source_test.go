@@ -356,3 +356,50 @@ func TestBootstrapTokenIsUsedOnceAndNotAfterDisconnect(t *testing.T) {
 		t.Fatalf("bootstrap reused after disconnect: %v", err)
 	}
 }
+
+// flakyTransport fails every request while down is set, like an unreachable
+// token endpoint.
+type flakyTransport struct {
+	down  atomic.Bool
+	tries atomic.Int64
+}
+
+func (f *flakyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	f.tries.Add(1)
+	if f.down.Load() {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, errors.New("dial tcp: connection refused")
+	}
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+func TestUnreachableTokenEndpointIsRetryableAndReleasesTheLease(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, nil)
+	ft := &flakyTransport{}
+	s := h.source(func(o *Options) { o.HTTPClient = &http.Client{Transport: ft} })
+	h.grant(s)
+	ft.down.Store(true)
+	_, _, err := s.Token(ctx)
+	if !fault.Is(err, fault.Retryable) || !strings.Contains(err.Error(), "acme") {
+		t.Fatalf("err = %v (class %v)", err, fault.ClassOf(err))
+	}
+	if _, _, err := s.Token(ctx); err == nil || ft.tries.Load() != 1 {
+		t.Fatalf("a second caller right after the failure hit the endpoint again (%d tries)", ft.tries.Load())
+	}
+	if h.refreshes("error") != 1 || h.refreshes("invalid_grant") != 0 || h.stored().Lease != nil {
+		t.Fatalf("error=%v invalid_grant=%v lease=%v", h.refreshes("error"), h.refreshes("invalid_grant"), h.stored().Lease)
+	}
+	if st, _, _ := NewTenants(h.kv.tenants).Get(ctx, "acme"); st.State == StateNeedsReconnect {
+		t.Fatal("a transient failure asked for a reconnect")
+	}
+	// Another replica is not blocked by the failed one.
+	other := h.source(nil)
+	if _, _, err := other.Token(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ft.down.Store(false)
+	eventually(t, 5*time.Second, func() bool { _, _, err := s.Token(ctx); return err == nil }, "recovery after the cooldown")
+}
