@@ -76,10 +76,16 @@ func exportedFamilies(t *testing.T) map[string]family {
 	return fams
 }
 
+// targetLabels are added by Prometheus at scrape time (job, instance) or by the
+// ServiceMonitor's relabelling (namespace, pod, ...), so queries may use them on any metric.
+var targetLabels = map[string]bool{
+	"job": true, "instance": true, "namespace": true, "pod": true, "service": true, "container": true, "endpoint": true,
+}
+
 // lookup resolves a series name to its family and the labels a selector may use on it.
 func lookup(fams map[string]family, name string) (family, map[string]bool, bool) {
 	if f, ok := fams[name]; ok {
-		return f, f.labels, true
+		return f, union(f.labels, targetLabels), true
 	}
 	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
 		base, found := strings.CutSuffix(name, suffix)
@@ -90,14 +96,10 @@ func lookup(fams map[string]family, name string) (family, map[string]bool, bool)
 		if !ok || f.typ != dto.MetricType_HISTOGRAM {
 			continue
 		}
-		labels := f.labels
 		if suffix == "_bucket" {
-			labels = map[string]bool{"le": true}
-			for l := range f.labels {
-				labels[l] = true
-			}
+			return f, union(f.labels, targetLabels, map[string]bool{"le": true}), true
 		}
-		return f, labels, true
+		return f, union(f.labels, targetLabels), true
 	}
 	return family{}, nil, false
 }
@@ -444,6 +446,16 @@ func TestCheckerCatchesUnknownNames(t *testing.T) {
 	if keepsLabel(fams, e, "tenant") {
 		t.Error("keepsLabel: sum without by kept the tenant")
 	}
+}
+
+func union(sets ...map[string]bool) map[string]bool {
+	out := map[string]bool{}
+	for _, s := range sets {
+		for k := range s {
+			out[k] = true
+		}
+	}
+	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -17,7 +17,10 @@ helm_version=v3.22.0
 # chart's kubeVersion; render for a current cluster instead.
 kube_version=1.34.0
 
-if [[ ! -x $helm ]]; then
+# The module version recorded in the binary; helm built this way reports only "v3.22" itself.
+built_version() { go version -m "$helm" 2>/dev/null | awk '$1 == "mod" && $2 == "helm.sh/helm/v3" { print $3 }'; }
+
+if [[ ! -x $helm || $(built_version) != "$helm_version" ]]; then
 	echo "chart-check: building helm $helm_version into $tools/bin (about 3-4 minutes, once)"
 	mkdir -p "$tools/bin"
 	GOBIN=$tools/bin go install "helm.sh/helm/v3/cmd/helm@$helm_version"
