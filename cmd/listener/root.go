@@ -28,6 +28,7 @@ func newRootCmd() *cobra.Command {
 		newConfigCmd(g),
 		newVersionCmd(),
 		newOneSpanCmd(),
+		newSandboxCmd(g),
 	)
 	return root
 }

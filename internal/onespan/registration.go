@@ -151,7 +151,7 @@ func (d Diff) WriteStatus(w io.Writer, current *Callback) {
 		fmt.Fprintf(w, "        extra:   %s\n", strings.Join(d.Extra, ", "))
 	}
 	if d.InSync() {
-		fmt.Fprintln(w, "status: in sync")
+		fmt.Fprintln(w, "status: matches (in sync with this deployment)")
 	} else {
 		fmt.Fprintln(w, "status: out of sync (run `listener onespan register` to fix)")
 	}

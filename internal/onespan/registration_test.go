@@ -138,7 +138,7 @@ func TestStatusReportsEachMismatchWithoutTheKey(t *testing.T) {
 		want, notWant []string
 	}{
 		{"in sync", want.URL, fakeCallbackKey, []string{"PACKAGE_DECLINE", "PACKAGE_COMPLETE"},
-			[]string{"key:    matches", "status: in sync"}, []string{"missing", "extra", "differs"}},
+			[]string{"key:    matches", "status: matches"}, []string{"missing", "extra", "differs"}},
 		{"wrong url", "https://elsewhere.example.com/x", fakeCallbackKey, want.Events,
 			[]string{"url:    https://elsewhere.example.com/x", "differs, want https://listener.example.com/v1/callbacks/acme", "out of sync"}, nil},
 		{"wrong key", want.URL, "fake-other-key", want.Events, []string{"key:    differs", "out of sync"}, nil},
