@@ -303,6 +303,10 @@ func TestDashboardQueriesUseExportedMetricsAndLabels(t *testing.T) {
 			if got := compactJSON(t, v.Datasource); got != datasourceRef {
 				t.Errorf("tenant variable datasource %s, want %s", got, datasourceRef)
 			}
+			var query string
+			if err := json.Unmarshal(v.Query, &query); err != nil || query != v.Definition {
+				t.Errorf("tenant variable: query %s, want the string %q (its definition)", v.Query, v.Definition)
+			}
 			m := labelValues.FindStringSubmatch(v.Definition)
 			if m == nil {
 				t.Errorf("tenant variable: definition %q is not label_values(metric, label)", v.Definition)
