@@ -100,6 +100,11 @@ type Source struct {
 	rejected  []string  // hashes of access tokens Salesforce refused (most recent last)
 	failUntil time.Time // after a failed refresh, answer failErr until then
 	failErr   error
+	// seenLease is the other replica's lease we are waiting for and when we
+	// first saw it: takeover needs a full LeaseTTL of our own clock too, so a
+	// replica whose clock runs ahead cannot steal a live lease.
+	seenLease   Lease
+	seenLeaseAt time.Time
 }
 
 // refreshCooldown spaces token-endpoint attempts after a failure (endpoint
@@ -320,7 +325,7 @@ func (s *Source) load(ctx context.Context) (*TokenSet, error) {
 			s.setConnectedMetric(0)
 			return nil, fault.Errorf(fault.Reconnect, op, "no refresh token stored; reconnect the tenant")
 		}
-		if ts.Lease != nil && now.Before(ts.Lease.Until) {
+		if ts.Lease != nil && s.leaseLive(*ts.Lease, now) {
 			// Someone (maybe another flight of this process) is refreshing:
 			// using the same refresh token now would replay it and kill the grant.
 			s.wait(ctx, ts.Lease.Until.Sub(now))
@@ -347,6 +352,22 @@ func (s *Source) load(ctx context.Context) (*TokenSet, error) {
 		}
 		return next, nil
 	}
+}
+
+// leaseLive reports whether l still excludes us: until its end by the
+// holder's clock, and, for clocks apart by less than LeaseTTL, for a full
+// LeaseTTL after we first saw it by ours. The holder gives its token call
+// only half a LeaseTTL, so it is done before anyone may take over.
+func (s *Source) leaseLive(l Lease, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seenLease.Holder != l.Holder || !s.seenLease.Until.Equal(l.Until) {
+		s.seenLease, s.seenLeaseAt = l, now
+	}
+	if now.Before(l.Until) {
+		return true
+	}
+	return now.Before(s.seenLeaseAt.Add(s.leaseTTL)) && now.Before(l.Until.Add(s.leaseTTL))
 }
 
 func (s *Source) wait(ctx context.Context, atMost time.Duration) {

@@ -302,7 +302,7 @@ func TestInvalidateAfterAnotherReplicaRefreshedOnlyReloads(t *testing.T) {
 func TestCrashedLeaseHolderDoesNotBlockForever(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, nil)
-	s := h.source(func(o *Options) { o.LeaseTTL = 2 * time.Second })
+	s := h.source(func(o *Options) { o.LeaseTTL = time.Second })
 	h.grant(s)
 	store := NewStore(h.kv.tokens, h.sealer)
 	ts, rev, err := store.Load(ctx, "acme")
@@ -402,4 +402,31 @@ func TestUnreachableTokenEndpointIsRetryableAndReleasesTheLease(t *testing.T) {
 	}
 	ft.down.Store(false)
 	eventually(t, 5*time.Second, func() bool { _, _, err := s.Token(ctx); return err == nil }, "recovery after the cooldown")
+}
+
+// A replica whose clock runs ahead does not take a live lease over at once.
+func TestLeaseIsRespectedDespiteClockSkew(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, nil)
+	const leaseTTL = time.Second
+	skewed := h.source(func(o *Options) {
+		o.LeaseTTL = leaseTTL
+		o.Now = func() time.Time { return time.Now().Add(1500 * time.Millisecond) }
+	})
+	h.grant(skewed)
+	store := NewStore(h.kv.tokens, h.sealer)
+	ts, rev, _ := store.Load(ctx, "acme")
+	start := time.Now()
+	ts.Lease = &Lease{Holder: "busy", Until: start.Add(leaseTTL)} // by the holder's (true) clock
+	if _, err := store.Save(ctx, "acme", ts, rev); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := skewed.Token(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// By its own clock the lease was over on arrival; it must still have
+	// waited past the time the holder's token call is bounded by (TTL/2).
+	if waited := time.Since(start); waited < leaseTTL/2-50*time.Millisecond {
+		t.Fatalf("took the lease over after %v", waited)
+	}
 }
