@@ -29,6 +29,7 @@ func newRootCmd() *cobra.Command {
 		newVersionCmd(),
 		newOneSpanCmd(),
 		newSandboxCmd(g),
+		newSendCmd(),
 	)
 	return root
 }

@@ -224,3 +224,22 @@ func TestConfigCheckMasksSecretsAndFailsOnErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestSendFiresARealisticCallback(t *testing.T) {
+	bin := buildBinary(t)
+	cfg, addr := writeServeConfig(t, t.TempDir())
+	in := start(t, bin, cfg, addr)
+	send := func(key string) (string, error) {
+		out, err := exec.Command(bin, "send", "--url", in.base+"/v1/callbacks/demo", "--key", key,
+			"--event", "PACKAGE_DECLINE", "--package", "xT9OeZ-j2jIynQBaLeLdgp9CtZk=", "--message", "changed my mind").CombinedOutput()
+		return string(out), err
+	}
+	out, err := send("fake-demo-callback-key")
+	if err != nil || !strings.HasPrefix(out, "200 OK") || !strings.Contains(out, `"duplicate":false`) {
+		t.Fatalf("send: %v\n%s", err, out)
+	}
+	out, err = send("wrong-key-value")
+	if err == nil || !strings.HasPrefix(out, "401") {
+		t.Fatalf("send with a wrong key: %v\n%s", err, out)
+	}
+}

@@ -1,58 +1,33 @@
 package onespan
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"time"
+
+	"github.com/countersign/countersign/internal/callback"
+	osapi "github.com/countersign/countersign/internal/onespan"
 )
 
 // EventClass is the @class OneSpan puts in every callback.
-const EventClass = "com.silanis.esl.packages.event.ESLProcessEvent"
+const EventClass = osapi.EventClass
 
-// Events are the names the emulator accepts in a registration: the 21 of the
-// Java SDK's NotificationEvent plus COBROWSE_REQUEST from the docs.
-var Events = []string{
-	"PACKAGE_ACTIVATE", "PACKAGE_COMPLETE", "PACKAGE_EXPIRE", "PACKAGE_OPT_OUT",
-	"PACKAGE_DECLINE", "SIGNER_COMPLETE", "DOCUMENT_SIGNED", "ROLE_REASSIGN",
-	"PACKAGE_CREATE", "PACKAGE_DEACTIVATE", "PACKAGE_READY_FOR_COMPLETE", "PACKAGE_TRASH",
-	"PACKAGE_RESTORE", "PACKAGE_DELETE", "KBA_FAILURE", "EMAIL_BOUNCE",
-	"PACKAGE_ATTACHMENT", "SIGNER_LOCKED", "PACKAGE_ARCHIVE", "TEMPLATE_CREATE",
-	"DOCUMENT_VIEWED", "COBROWSE_REQUEST",
-}
+// Events are the names the emulator accepts in a registration.
+var Events = callback.Names
 
-func knownEvent(name string) bool { return slices.Contains(Events, name) }
+func knownEvent(name string) bool { return callback.Known(name) }
 
-// Event is a callback body, field for field and in OneSpan's order; message
-// and documentId are explicit nulls when unset, as OneSpan sends them.
-type Event struct {
-	Class       string  `json:"@class"`
-	Name        string  `json:"name"`
-	SessionUser string  `json:"sessionUser"`
-	PackageID   string  `json:"packageId"`
-	Message     *string `json:"message"`
-	DocumentID  *string `json:"documentId"`
-	CreatedDate string  `json:"createdDate"`
-}
+// Event is a callback body exactly as OneSpan sends it.
+type Event = osapi.CallbackEvent
 
 // CreatedDateLayout is OneSpan's createdDate: UTC, milliseconds, Z.
-const CreatedDateLayout = "2006-01-02T15:04:05.000Z"
+const CreatedDateLayout = osapi.CreatedDateLayout
 
 // NewEvent builds an event dated at. message and documentID may be "" (null).
 func NewEvent(name, sessionUser, packageID, message, documentID string, at time.Time) Event {
-	ev := Event{Class: EventClass, Name: name, SessionUser: sessionUser, PackageID: packageID,
-		CreatedDate: at.UTC().Format(CreatedDateLayout)}
-	if message != "" {
-		ev.Message = &message
-	}
-	if documentID != "" {
-		ev.DocumentID = &documentID
-	}
-	return ev
+	return osapi.NewCallbackEvent(name, sessionUser, packageID, message, documentID, at)
 }
 
 // FailedCallback is a callback the listener did not accept; OneSpan would
@@ -64,42 +39,16 @@ type FailedCallback struct {
 
 var defaultSender = &http.Client{Timeout: 30 * time.Second}
 
-// SendCallback POSTs ev to url the way OneSpan does: Authorization "Basic
-// <key>" with the key raw (no header when key is empty), JSON in UTF-8, no
-// User-Agent. Any non-2xx answer is an error.
+// SendCallback POSTs ev to url the way OneSpan does (see osapi.SendCallback).
 func SendCallback(ctx context.Context, url, key string, ev Event) error {
 	return sendCallback(ctx, defaultSender, url, key, ev)
 }
 
 func sendCallback(ctx context.Context, hc *http.Client, url, key string, ev Event) error {
-	body, err := json.Marshal(ev)
-	if err != nil {
-		return fmt.Errorf("encode callback %s for package %s: %w", ev.Name, ev.PackageID, err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("callback %s for package %s: %w", ev.Name, ev.PackageID, err)
-	}
-	if key != "" {
-		req.Header.Set("Authorization", "Basic "+key)
-	}
-	req.Header.Set("Content-Type", "application/json; charset=utf-8")
-	req.Header.Set("Accept-Encoding", "gzip,deflate")
-	req.Header["User-Agent"] = []string{""} // the captured request has an empty User-Agent
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("callback %s for package %s: %w", ev.Name, ev.PackageID, err)
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("callback %s for package %s: listener answered %d", ev.Name, ev.PackageID, resp.StatusCode)
-	}
-	return nil
+	_, err := osapi.SendCallback(ctx, hc, url, key, ev)
+	return err
 }
 
-// HoldCallbacks(true) records callbacks instead of sending them, as if the
-// listener were down; Held returns them. HoldCallbacks(false) sends new ones again.
 func (s *Server) HoldCallbacks(hold bool) { s.mu.Lock(); s.holdCallbacks = hold; s.mu.Unlock() }
 
 // Held returns the callbacks recorded while held (never sent: OneSpan does not resend).
