@@ -58,10 +58,11 @@ var codeClasses = map[string]fault.Class{
 	CodeInvalidSession:       fault.AuthExpired,
 	CodeRequestLimitExceeded: fault.Throttled,
 
-	CodeUnableToLockRow:  fault.Retryable,
-	"SERVER_UNAVAILABLE": fault.Retryable,
-	"UNKNOWN_EXCEPTION":  fault.Retryable, // Salesforce's own internal error (500)
-	"QUERY_TIMEOUT":      fault.Retryable,
+	CodeUnableToLockRow:        fault.Retryable,
+	"SERVER_UNAVAILABLE":       fault.Retryable,
+	"UNKNOWN_EXCEPTION":        fault.Retryable, // Salesforce's own internal error (500)
+	"QUERY_TIMEOUT":            fault.Retryable,
+	"REQUEST_RUNNING_TOO_LONG": fault.Retryable,
 	// With allOrNone, records that were fine themselves carry this code: they
 	// would succeed once the bad record is fixed or removed.
 	"ALL_OR_NONE_OPERATION_ROLLED_BACK": fault.Retryable,
