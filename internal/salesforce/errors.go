@@ -53,7 +53,7 @@ const (
 )
 
 // codeClasses is THE classification table (shared/reference/salesforce.md §2.4).
-// A code found here decides the class; otherwise statusClass does.
+// A code found here decides the class; otherwise Classify uses the status.
 var codeClasses = map[string]fault.Class{
 	CodeInvalidSession:       fault.AuthExpired,
 	CodeRequestLimitExceeded: fault.Throttled,
@@ -74,6 +74,7 @@ var codeClasses = map[string]fault.Class{
 	"INVALID_OPERATION_WITH_EXPIRED_PASSWORD": fault.Reconnect,
 
 	CodeDuplicateValue:                              fault.Permanent,
+	"DUPLICATE_EXTERNAL_ID":                         fault.Permanent, // one key twice in one collection request
 	"INVALID_FIELD":                                 fault.Permanent,
 	CodeNotFound:                                    fault.Permanent,
 	"ENTITY_IS_DELETED":                             fault.Permanent,

@@ -225,6 +225,24 @@ func TestCollectionLockedRecordsAreRetryable(t *testing.T) {
 	}
 }
 
+func TestCollectionWithAKeyTwiceFailsThoseRecords(t *testing.T) {
+	e := newEnv(t, sfsandbox.DefaultOptions())
+	res, err := e.c.UpsertCollection(testCtx(t), "OneSpan_Event__c", "Event_Key__c", []map[string]any{
+		{"Event_Key__c": "same"}, {"Event_Key__c": "other"}, {"Event_Key__c": "same"},
+	}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 2} {
+		if !fault.Is(res[i].Err, fault.Permanent) || Code(res[i].Err) != "DUPLICATE_EXTERNAL_ID" {
+			t.Fatalf("record %d = %+v, want a permanent DUPLICATE_EXTERNAL_ID", i, res[i])
+		}
+	}
+	if !res[1].Success {
+		t.Fatalf("record 1 = %+v", res[1])
+	}
+}
+
 func TestCollectionOfAnotherObjectFailsAsAWhole(t *testing.T) {
 	e := newEnv(t, sfsandbox.DefaultOptions())
 	_, err := e.c.UpsertCollection(testCtx(t), "OneSpan_Event__c", "Nope__c", []map[string]any{{"Nope__c": "x"}}, false)
