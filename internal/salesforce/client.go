@@ -280,7 +280,6 @@ type request struct {
 
 type response struct {
 	status int
-	header http.Header
 	body   []byte
 }
 
@@ -343,7 +342,7 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 		if rerr != nil {
 			return nil, fault.Errorf(fault.Retryable, r.what, "read answer (http %d): %w", resp.StatusCode, scrubURL(rerr))
 		}
-		return &response{status: resp.StatusCode, header: resp.Header, body: data}, nil
+		return &response{status: resp.StatusCode, body: data}, nil
 	}
 	return nil, c.responseError(r.what, resp.StatusCode, data)
 }

@@ -389,3 +389,30 @@ func BenchmarkCollectionUpsert(b *testing.B) {
 		}
 	}
 }
+
+// Salesforce answers at most 2,000 records a page; Query must gather them all.
+// (The sandbox may answer in one page; the test holds either way.)
+func TestQueryReturnsEveryRecordAcrossPages(t *testing.T) {
+	e := newEnv(t, sfsandbox.DefaultOptions())
+	const n = 2500
+	for i := 0; i < n; i++ {
+		if _, err := e.srv.Insert("OneSpan_Event__c", map[string]any{"Event_Key__c": fmt.Sprintf("k-%04d", i), "Event_Name__c": "PACKAGE_ACTIVATE"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rows []struct {
+		ID  string `json:"Id"`
+		Key string `json:"Event_Key__c"`
+	}
+	if err := e.c.Query(testCtx(t), "SELECT Id, Event_Key__c FROM OneSpan_Event__c WHERE Event_Name__c = 'PACKAGE_ACTIVATE'", &rows); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, r := range rows {
+		seen[r.Key] = true
+	}
+	if len(rows) != n || len(seen) != n {
+		t.Fatalf("got %d rows (%d distinct), want %d", len(rows), len(seen), n)
+	}
+	t.Logf("%d records in %d query pages", n, e.srv.Calls(OpQuery))
+}
