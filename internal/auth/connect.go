@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -49,6 +50,12 @@ type pendingFlow struct {
 	Tenant    string    `json:"tenant"`
 	Verifier  string    `json:"verifier"`
 	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// CallbackURL is the redirect URL to register in the connected app for a
+// server reachable at publicURL (server.public_url).
+func CallbackURL(publicURL string) string {
+	return strings.TrimRight(publicURL, "/") + "/oauth/salesforce/callback"
 }
 
 // NewConnector builds a connector over the given sources.

@@ -665,11 +665,42 @@ func (s *Source) Import(ctx context.Context, refreshToken, instanceURL string) e
 }
 
 // Disconnect revokes the tenant's grant at Salesforce, deletes the stored
-// tokens and marks the tenant disconnected. The local deletion happens even if
-// the revoke fails (the error then says so).
+// tokens and marks the tenant disconnected. It first waits for a refresh in
+// progress (so the token it revokes is the live one) and marks the stored
+// grant dead (so no replica refreshes it meanwhile). The local deletion
+// happens even if the revoke fails; the error then says so.
 func (s *Source) Disconnect(ctx context.Context) error {
-	ts, _, err := s.store.Load(ctx, s.tenant)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	var ts *TokenSet
+	for {
+		cur, rev, err := s.store.Load(ctx, s.tenant)
+		if errors.Is(err, ErrNotFound) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if now := s.now(); cur.Lease != nil && s.leaseLive(*cur.Lease, now) {
+			if ctx.Err() != nil {
+				return fmt.Errorf("tenant %s: disconnect: waiting for a token refresh: %w", s.tenant, ctx.Err())
+			}
+			s.wait(ctx, cur.Lease.Until.Sub(now))
+			continue
+		}
+		dead := *cur
+		dead.Dead, dead.DeadReason = true, "disconnected by operator"
+		dead.RefreshToken, dead.AccessToken, dead.Lease = "", "", nil
+		if _, err := s.store.Save(ctx, s.tenant, &dead, rev); errors.Is(err, ErrConflict) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		ts = cur
+		break
+	}
+	s.setCached(nil)
+	s.setConnectedMetric(0)
+	// Before the deletion, so that no replica bootstraps from config meanwhile.
+	if err := s.tenants.SetDisconnected(ctx, s.tenant, "disconnected by operator"); err != nil {
 		return err
 	}
 	var revokeErr error
@@ -683,11 +714,6 @@ func (s *Source) Disconnect(ctx context.Context) error {
 		}
 	}
 	if err := s.store.Delete(ctx, s.tenant, 0); err != nil {
-		return err
-	}
-	s.setCached(nil)
-	s.setConnectedMetric(0)
-	if err := s.tenants.SetDisconnected(ctx, s.tenant, "disconnected by operator"); err != nil {
 		return err
 	}
 	if revokeErr != nil {

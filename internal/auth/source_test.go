@@ -430,3 +430,72 @@ func TestLeaseIsRespectedDespiteClockSkew(t *testing.T) {
 		t.Fatalf("took the lease over after %v", waited)
 	}
 }
+
+// gateTransport holds token-endpoint requests until released and records the
+// refresh tokens it sees answered.
+type gateTransport struct {
+	entered chan struct{}
+	release chan struct{}
+	mu      sync.Mutex
+	issued  []string
+}
+
+func (g *gateTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(req.URL.Path, "/token") {
+		g.entered <- struct{}{}
+		<-g.release
+	}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil || !strings.HasSuffix(req.URL.Path, "/token") {
+		return resp, err
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	if i := strings.Index(string(b), `"refresh_token":"`); i >= 0 {
+		g.mu.Lock()
+		g.issued = append(g.issued, strings.SplitN(string(b)[i+17:], `"`, 2)[0])
+		g.mu.Unlock()
+	}
+	return resp, nil
+}
+
+// Disconnect while another replica is refreshing: it waits for the refresh
+// and revokes the rotated (live) token, not the rotated-out one.
+func TestDisconnectDuringAnotherReplicasRefreshRevokesTheLiveToken(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, func(o *sfsandbox.Options) { o.RotateRefreshTokens = true })
+	gate := &gateTransport{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	a := h.source(func(o *Options) { o.HTTPClient = &http.Client{Transport: gate} })
+	first := h.grant(a)
+	refreshed := make(chan error, 1)
+	go func() { _, _, err := a.Token(ctx); refreshed <- err }()
+	<-gate.entered // a holds the lease and is at the token endpoint
+
+	waiting := make(chan struct{})
+	var once sync.Once
+	b := h.source(func(o *Options) {
+		o.Now = func() time.Time { once.Do(func() { close(waiting) }); return time.Now() }
+	})
+	disconnected := make(chan error, 1)
+	go func() { disconnected <- b.Disconnect(ctx) }()
+	<-waiting // b has read the leased record
+	close(gate.release)
+	if err := <-refreshed; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-disconnected; err != nil {
+		t.Fatal(err)
+	}
+	gate.mu.Lock()
+	defer gate.mu.Unlock()
+	if len(gate.issued) != 1 {
+		t.Fatalf("%d refresh tokens issued", len(gate.issued))
+	}
+	if h.sf.RefreshTokenValid(gate.issued[0]) || h.sf.RefreshTokenValid(first) {
+		t.Fatal("a refresh token is still live at salesforce after disconnect")
+	}
+	if _, _, err := NewStore(h.kv.tokens, h.sealer).Load(ctx, "acme"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("tokens still stored: %v", err)
+	}
+}

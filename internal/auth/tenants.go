@@ -21,7 +21,7 @@ const (
 // State is empty when nothing was ever recorded for the tenant.
 type TenantState struct {
 	State          string    `json:"state"`
-	Reason         string    `json:"reason,omitempty"`
+	Reason         string    `json:"reason"`
 	ThrottledUntil string    `json:"throttled_until"` // RFC 3339, or empty
 	UpdatedAt      time.Time `json:"updated_at"`
 }
@@ -102,7 +102,8 @@ func (t *Tenants) SetThrottled(ctx context.Context, tenant string, until time.Ti
 		if until.IsZero() {
 			s.ThrottledUntil = ""
 		} else {
-			s.ThrottledUntil = until.UTC().Format(time.RFC3339Nano)
+			// Whole seconds, rounded up: never end a throttle early.
+			s.ThrottledUntil = until.Add(time.Second - 1).Truncate(time.Second).UTC().Format(time.RFC3339)
 		}
 	})
 }
