@@ -308,6 +308,12 @@ func (s *Source) load(ctx context.Context) (*TokenSet, error) {
 			}
 			continue
 		}
+		if errors.Is(err, ErrUnsealable) {
+			// Retrying cannot help: pause the tenant until secrets.keys is
+			// fixed or a new grant replaces the record.
+			s.setConnectedMetric(0)
+			return nil, fault.Errorf(fault.Reconnect, op, "stored tokens cannot be opened with secrets.keys (was a key removed too early?): %w", err)
+		}
 		if err != nil {
 			return nil, fault.New(fault.Retryable, op, err)
 		}
@@ -674,6 +680,10 @@ func (s *Source) Disconnect(ctx context.Context) error {
 	for {
 		cur, rev, err := s.store.Load(ctx, s.tenant)
 		if errors.Is(err, ErrNotFound) {
+			break
+		}
+		if errors.Is(err, ErrUnsealable) {
+			s.log.Warn("stored salesforce tokens cannot be opened; deleting them without revoking")
 			break
 		}
 		if err != nil {

@@ -84,6 +84,8 @@ func NewStore(kv jetstream.KeyValue, sealer *Sealer) *Store {
 }
 
 // Load returns the tenant's token set and its KV revision, or ErrNotFound.
+// When the record exists but cannot be opened (ErrUnsealable) it still
+// returns the revision, so that a new grant can replace it.
 func (s *Store) Load(ctx context.Context, tenant string) (*TokenSet, uint64, error) {
 	e, err := s.kv.Get(ctx, tenant)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -94,7 +96,7 @@ func (s *Store) Load(ctx context.Context, tenant string) (*TokenSet, uint64, err
 	}
 	ts, err := s.decode(tenant, e.Value())
 	if err != nil {
-		return nil, 0, err
+		return nil, e.Revision(), err
 	}
 	return ts, e.Revision(), nil
 }
@@ -163,14 +165,14 @@ func (s *Store) Delete(ctx context.Context, tenant string, rev uint64) error {
 	return nil
 }
 
-// Modify applies fn to the current token set (nil when none is stored) and
-// saves the result by compare-and-swap, retrying on conflicts. fn may be
-// called several times and must not have side effects; returning a nil set
-// leaves the store alone.
+// Modify applies fn to the current token set (nil when none is stored, or
+// when the stored one cannot be opened) and saves the result by
+// compare-and-swap, retrying on conflicts. fn may be called several times and
+// must not have side effects; returning a nil set leaves the store alone.
 func (s *Store) Modify(ctx context.Context, tenant string, fn func(cur *TokenSet) (*TokenSet, error)) (*TokenSet, uint64, error) {
 	for {
 		cur, rev, err := s.Load(ctx, tenant)
-		if err != nil && !errors.Is(err, ErrNotFound) {
+		if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrUnsealable) {
 			return nil, 0, err
 		}
 		next, err := fn(cur)

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/countersign/countersign/internal/fault"
 )
 
 func TestStoreSealsAndUsesCompareAndSwap(t *testing.T) {
@@ -107,5 +110,24 @@ func TestStoreModifyLosesNoConcurrentUpdate(t *testing.T) {
 	}
 	if got.Generation != 80 {
 		t.Fatalf("generation = %d after 80 increments (%d attempts): an update was lost", got.Generation, calls.Load())
+	}
+}
+
+// A record sealed by a key that was removed pauses the tenant (Reconnect, not
+// an endless retry) and a new grant can replace it.
+func TestUnopenableTokensNeedReconnectAndCanBeReplaced(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, nil)
+	old := h.source(nil)
+	h.grant(old)
+	h.sealer = newSealer(t) // the old key is gone
+	s := h.source(nil)
+	_, _, err := s.Token(ctx)
+	if !fault.Is(err, fault.Reconnect) || !strings.Contains(err.Error(), "secrets.keys") {
+		t.Fatalf("err = %v (class %v)", err, fault.ClassOf(err))
+	}
+	h.grant(s)
+	if _, _, err := s.Token(ctx); err != nil {
+		t.Fatalf("after a new grant: %v", err)
 	}
 }
