@@ -64,10 +64,11 @@ type queuedFault struct {
 }
 
 type faultState struct {
-	cfg      Faults
-	rng      *rand.Rand
-	queue    []queuedFault
-	injected map[FaultKind]int
+	cfg        Faults
+	rng        *rand.Rand
+	queue      []queuedFault
+	tokenQueue []FaultKind
+	injected   map[FaultKind]int
 }
 
 func (f *faultState) init(seed uint64) {
@@ -162,6 +163,56 @@ func (s *Server) serveWithFault(w http.ResponseWriter, r *http.Request, c *restC
 	}
 }
 
+// serveToken applies a queued token-endpoint fault, if any, around handleToken.
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	var kind FaultKind
+	if len(s.faults.tokenQueue) > 0 {
+		kind = s.faults.tokenQueue[0]
+		s.faults.tokenQueue = s.faults.tokenQueue[1:]
+		s.faults.injected[kind]++
+	}
+	hold := s.faults.cfg.Hold
+	s.mu.Unlock()
+	if hold <= 0 {
+		hold = DefaultFaultHold
+	}
+	count := func() {
+		_ = r.ParseForm()
+		s.mu.Lock()
+		s.oauth.calls[r.PostForm.Get("grant_type")]++
+		s.mu.Unlock()
+	}
+	switch kind {
+	case "":
+		s.handleToken(w, r)
+	case FaultCommitThenUnavailable, FaultCommitThenReset:
+		// The grant is applied (code burned, refresh token rotated) but the
+		// client never learns the new tokens.
+		s.handleToken(&discardWriter{h: http.Header{}}, r)
+		if kind == FaultCommitThenReset {
+			panic(http.ErrAbortHandler)
+		}
+		http.Error(w, "Service Unavailable", http.StatusServiceUnavailable)
+	case FaultTimeout:
+		count()
+		t := time.NewTimer(hold)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+		case <-s.done:
+		}
+		panic(http.ErrAbortHandler)
+	case FaultServerError:
+		count()
+		writeTokenError(w, http.StatusInternalServerError, "server_error", "internal server error")
+	default:
+		count()
+		http.Error(w, "Service Unavailable", http.StatusServiceUnavailable)
+	}
+}
+
 // lockedRecords decides which records of a collection call fail with
 // UNABLE_TO_LOCK_ROW under a lock fault (caller holds s.mu).
 func (s *Server) lockedRecords(r *http.Request, n int) []bool {
@@ -204,12 +255,23 @@ func (s *Server) FailNext(op string, kinds ...FaultKind) {
 	}
 }
 
+// FailNextToken queues faults for the next token-endpoint calls, one call per
+// kind: FaultUnavailable (503), FaultServerError (500 server_error),
+// FaultTimeout, and the Commit* kinds, which apply the exchange or refresh
+// (burning the code, rotating the refresh token) and then fail.
+func (s *Server) FailNextToken(kinds ...FaultKind) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults.tokenQueue = append(s.faults.tokenQueue, kinds...)
+}
+
 // ClearFaults removes random and queued faults and added latency.
 func (s *Server) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faults.cfg = Faults{}
 	s.faults.queue = nil
+	s.faults.tokenQueue = nil
 }
 
 // FaultsInjected counts injected faults by kind.

@@ -607,3 +607,65 @@ func restGet(t *testing.T, s *Server, token, path string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, strings.TrimSpace(string(b))
 }
+
+func TestTokenEndpointFaults(t *testing.T) {
+	s := startServer(t, nil)
+	rt := postToken(t, s, codeForm(getCode(t, s, nil)), false).body["refresh_token"].(string)
+
+	s.FailNextToken(FaultUnavailable)
+	req, _ := http.NewRequest("POST", s.URL()+"/services/oauth2/token", strings.NewReader(refreshForm(rt).Encode()+"&client_id=fake-client-id&client_secret=fake-client-secret"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !s.RefreshTokenValid(rt) {
+		t.Fatalf("503 fault: %d, token still valid: %v", resp.StatusCode, s.RefreshTokenValid(rt))
+	}
+
+	// Commit then reset: the refresh rotated server-side but the client never saw
+	// the new token; its retry with the old one is a replay and kills the grant.
+	s.FailNextToken(FaultCommitThenReset)
+	req, _ = http.NewRequest("POST", s.URL()+"/services/oauth2/token", strings.NewReader(refreshForm(rt).Encode()+"&client_id=fake-client-id&client_secret=fake-client-secret"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("reset answered %d", resp.StatusCode)
+	}
+	if s.RefreshTokenValid(rt) {
+		t.Fatal("refresh was not applied")
+	}
+	wantOAuthError(t, postToken(t, s, refreshForm(rt), false), "invalid_grant", "expired access/refresh token")
+	if got := s.TokenCalls("refresh_token"); got != 3 {
+		t.Fatalf("refresh calls %d, want 3", got)
+	}
+}
+
+func TestIntrospectAndIdentity(t *testing.T) {
+	s := startServer(t, func(o *Options) { o.AccessTokenTTL = time.Hour })
+	at, rt := s.IssueTokens("")
+	introspect := func(tok string) map[string]any {
+		resp, err := http.PostForm(s.URL()+"/services/oauth2/introspect", url.Values{"token": {tok}, "client_id": {"fake-client-id"}, "client_secret": {"fake-client-secret"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return out
+	}
+	if got := introspect(at); got["active"] != true || got["token_type"] != "access_token" || got["exp"] == nil {
+		t.Fatalf("access: %v", got)
+	}
+	if got := introspect(rt); got["active"] != true || got["token_type"] != "refresh_token" {
+		t.Fatalf("refresh: %v", got)
+	}
+	if got := introspect("nope"); got["active"] != false || len(got) != 1 {
+		t.Fatalf("unknown: %v", got)
+	}
+	st, body := restGet(t, s, at, "/id/"+s.OrgID()+"/"+s.UserID())
+	if st != 200 || !strings.Contains(body, `"organization_id":"`+s.OrgID()+`"`) {
+		t.Fatalf("identity: %d %s", st, body)
+	}
+}

@@ -414,3 +414,45 @@ func TestUnknownRoutesAndMethods(t *testing.T) {
 		t.Fatalf("any version: %d", r.status)
 	}
 }
+
+func TestFieldTypes(t *testing.T) {
+	s, at := restServer(t, nil)
+	r := upsertTx(t, s, at, "P1", map[string]any{"Last_Event_At__c": "2026-11-22T10:00:00.5+01:00"})
+	if r.status != 201 {
+		t.Fatalf("%d %s", r.status, r.raw)
+	}
+	if rec, _ := s.FindRecord(ObjTransaction, "Package_Id__c", "P1"); rec["Last_Event_At__c"] != "2026-11-22T09:00:00.500+0000" {
+		t.Fatalf("datetime stored as %v", rec["Last_Event_At__c"])
+	}
+	cases := []struct {
+		name string
+		pkg  string
+		body map[string]any
+		code string
+	}{
+		{"datetime without T", "P2", map[string]any{"Completed_At__c": "2026-11-22 10:00:00"}, "JSON_PARSER_ERROR"},
+		{"undeclared text field is free", "P2", map[string]any{"Status__c": "x"}, ""},
+		{"external id over 255", strings.Repeat("p", 256), map[string]any{}, "STRING_TOO_LONG"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := upsertTx(t, s, at, c.pkg, c.body)
+			if c.code == "" {
+				if r.status >= 300 {
+					t.Fatalf("%d %s", r.status, r.raw)
+				}
+				return
+			}
+			if r.status != 400 || !strings.Contains(r.raw, `"errorCode":"`+c.code+`"`) {
+				t.Fatalf("%d %s", r.status, r.raw)
+			}
+		})
+	}
+	cv := mustID(t, call(t, s, at, "POST", v62+"/sobjects/ContentVersion", map[string]any{"PathOnClient": "a.pdf", "VersionData": "eA=="}))
+	if r := call(t, s, at, "PATCH", v62+"/sobjects/ContentVersion/"+cv, map[string]any{"VersionData": "eQ=="}); r.status != 400 || !strings.Contains(r.raw, "INVALID_FIELD_FOR_INSERT_UPDATE") {
+		t.Fatalf("content update: %d %s", r.status, r.raw)
+	}
+	if r := call(t, s, at, "PATCH", v62+"/sobjects/ContentVersion/"+cv, map[string]any{"Title": "renamed"}); r.status != 204 {
+		t.Fatalf("title update: %d %s", r.status, r.raw)
+	}
+}

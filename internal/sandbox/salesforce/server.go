@@ -129,7 +129,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/services/oauth2/authorize":
 		s.handleAuthorize(w, r)
 	case p == "/services/oauth2/token":
-		s.handleToken(w, r)
+		s.serveToken(w, r)
 	case p == "/services/oauth2/revoke":
 		s.handleRevoke(w, r)
 	case p == "/services/oauth2/introspect":

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // ObjectSpec declares one sObject of the emulated org.
@@ -27,6 +28,11 @@ type ObjectSpec struct {
 	// Relationships maps a relationship name (Transaction__r) to its lookup
 	// field and parent object, for external-id references in record bodies.
 	Relationships map[string]Relationship
+	// DateTimeFields must hold ISO 8601 datetimes (else JSON_PARSER_ERROR); they
+	// are stored and answered the way Salesforce renders them (UTC, .000+0000).
+	DateTimeFields []string
+	// MaxLength bounds text fields: longer values fail with STRING_TOO_LONG.
+	MaxLength map[string]int
 }
 
 // Relationship is a lookup from one object to a parent object.
@@ -52,11 +58,14 @@ const (
 // file objects; field lists are open (permissive).
 func DefaultObjects() map[string]ObjectSpec {
 	return map[string]ObjectSpec{
-		ObjTransaction: {ExternalIDs: []string{"Package_Id__c"}},
-		ObjEvent: {ExternalIDs: []string{"Event_Key__c"}, Relationships: map[string]Relationship{
-			"Transaction__r": {Field: "Transaction__c", Object: ObjTransaction},
-		}},
-		ObjContentVersion:      {ExternalIDs: []string{"OneSpan_Document_Key__c"}},
+		ObjTransaction: {ExternalIDs: []string{"Package_Id__c"}, DateTimeFields: []string{"Last_Event_At__c", "Completed_At__c"},
+			MaxLength: map[string]int{"Package_Id__c": 255}},
+		ObjEvent: {ExternalIDs: []string{"Event_Key__c"}, DateTimeFields: []string{"Occurred_At__c"},
+			MaxLength: map[string]int{"Event_Key__c": 255},
+			Relationships: map[string]Relationship{
+				"Transaction__r": {Field: "Transaction__c", Object: ObjTransaction},
+			}},
+		ObjContentVersion:      {ExternalIDs: []string{"OneSpan_Document_Key__c"}, MaxLength: map[string]int{"OneSpan_Document_Key__c": 255, "Title": 255}},
 		ObjContentDocument:     {},
 		ObjContentDocumentLink: {},
 		"Account":              {},
@@ -280,6 +289,10 @@ func (d *dataState) prepareFields(o *object, body map[string]any, forbidExt stri
 				return nil, err
 			}
 		}
+		v, err := o.checkValue(name, v)
+		if err != nil {
+			return nil, err
+		}
 		out[name] = v
 	}
 	return out, nil
@@ -330,6 +343,40 @@ func (d *dataState) resolveReference(o *object, relName string, ref map[string]a
 		return "", "", &recordError{Code: "INVALID_FIELD", Message: fmt.Sprintf("Foreign key external ID: %v not found for field %s in entity %s", val, ext, parent.name), Fields: []string{}}
 	}
 	return rel.Field, id, nil
+}
+
+// checkValue applies the declared field types: datetimes are parsed and
+// normalized, text lengths bounded.
+func (o *object) checkValue(name string, v any) (any, *recordError) {
+	str, isStr := v.(string)
+	if !isStr {
+		return v, nil
+	}
+	if max, ok := o.spec.MaxLength[name]; ok && utf8.RuneCountInString(str) > max {
+		shown := str
+		if len(shown) > 40 {
+			shown = shown[:40] + "..."
+		}
+		return nil, &recordError{Code: "STRING_TOO_LONG", Message: fmt.Sprintf("%s: data value too large: %s (max length=%d)", name, shown, max), Fields: []string{name}}
+	}
+	if slices.Contains(o.spec.DateTimeFields, name) {
+		t, ok := parseSFDateTime(str)
+		if !ok {
+			return nil, &recordError{Code: "JSON_PARSER_ERROR", Message: fmt.Sprintf("Cannot deserialize instance of datetime from VALUE_STRING value %s or request may be missing a required field", str), Fields: []string{}}
+		}
+		return sfTime(t), nil
+	}
+	return v, nil
+}
+
+// parseSFDateTime accepts the ISO 8601 forms Salesforce takes for datetimes.
+func parseSFDateTime(s string) (time.Time, bool) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999-0700", "2006-01-02T15:04:05.999999999"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // checkUnique refuses values that another record already holds.
@@ -390,6 +437,12 @@ func (s *Server) insertLocked(tx *txn, o *object, fields Record) (string, *recor
 // updateLocked merges fields into an existing record.
 func (s *Server) updateLocked(tx *txn, o *object, id string, fields Record) *recordError {
 	r := o.records[id]
+	if o.name == ObjContentVersion {
+		// File content is immutable: a new version is a new ContentVersion.
+		if _, ok := lookupKey(fields, "VersionData"); ok {
+			return &recordError{Code: "INVALID_FIELD_FOR_INSERT_UPDATE", Message: "Unable to create/update fields: VersionData. Please check the security settings of this field and verify that it is read/write for your user profile or permission set.", Fields: []string{"VersionData"}}
+		}
+	}
 	if err := o.checkUnique(fields, id); err != nil {
 		return err
 	}
@@ -448,7 +501,11 @@ func (s *Server) upsertLocked(tx *txn, o *object, extField string, extValue any,
 	if id, ok := o.index[ext][o.normKey(extValue)]; ok {
 		return id, false, s.updateLocked(tx, o, id, fields)
 	}
-	fields[ext] = extValue
+	v, err := o.checkValue(ext, extValue)
+	if err != nil {
+		return "", false, err
+	}
+	fields[ext] = v
 	if o.name == ObjContentVersion {
 		id, err := s.createContentVersionLocked(tx, o, fields, nil)
 		return id, err == nil, err
@@ -570,6 +627,8 @@ func normalizeNumbers(m map[string]any) map[string]any {
 		switch n := v.(type) {
 		case int, int64, int32, float64, float32, uint, uint64:
 			out[k] = json.Number(fmt.Sprint(n))
+		case time.Time:
+			out[k] = n.Format(time.RFC3339Nano)
 		default:
 			out[k] = v
 		}
