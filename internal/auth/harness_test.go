@@ -21,7 +21,7 @@ const (
 	testClientID     = "fake-client-id"
 	testClientSecret = "fake-client-secret"
 	testRedirect     = "http://localhost:8080/oauth/salesforce/callback"
-	testRESTPath     = "/services/data/v62.0/limits/"
+	testRESTPath     = "/services/data/v62.0/query?q=SELECT+Id+FROM+OneSpan_Transaction__c+LIMIT+1"
 )
 
 // harness is one org (the sandbox) and the shared KV of a deployment; each

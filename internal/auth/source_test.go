@@ -225,8 +225,8 @@ func TestInvalidSessionRefreshesOnceAndReplaysOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode == http.StatusUnauthorized {
-		t.Fatalf("replay got %d", resp.StatusCode)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("replayed upsert answered %d, want 201", resp.StatusCode)
 	}
 	if got := h.sf.TokenCalls("refresh_token") - before; got != 1 {
 		t.Fatalf("%d refreshes, want 1", got)
