@@ -268,15 +268,12 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		writeTokenError(w, http.StatusBadRequest, "unsupported_grant_type", "grant type not supported")
 		return
 	}
-	id, secret, basic := r.BasicAuth()
-	if !basic {
-		id, secret = f.Get("client_id"), f.Get("client_secret")
-	}
-	if id != s.opts.ClientID {
+	idOK, secretOK := s.checkClient(r)
+	if !idOK {
 		writeTokenError(w, http.StatusBadRequest, "invalid_client_id", "client identifier invalid")
 		return
 	}
-	if s.opts.ClientSecret != "" && subtle.ConstantTimeCompare([]byte(secret), []byte(s.opts.ClientSecret)) != 1 {
+	if !secretOK {
 		writeTokenError(w, http.StatusBadRequest, "invalid_client", "invalid client credentials")
 		return
 	}
@@ -317,6 +314,33 @@ func (s *Server) exchangeCode(w http.ResponseWriter, r *http.Request, f url.Valu
 	s.evictApprovalsLocked()
 	s.mu.Unlock()
 	writeTokenJSON(w, resp)
+}
+
+// checkClient authenticates the client from HTTP Basic (form-encoded per RFC
+// 6749 2.3.1 as x/oauth2 sends it, or raw) or, without it, the body parameters.
+func (s *Server) checkClient(r *http.Request) (idOK, secretOK bool) {
+	type pair struct{ id, secret string }
+	var cands []pair
+	if id, secret, ok := r.BasicAuth(); ok {
+		cands = append(cands, pair{id, secret})
+		uid, err1 := url.QueryUnescape(id)
+		usec, err2 := url.QueryUnescape(secret)
+		if err1 == nil && err2 == nil {
+			cands = append(cands, pair{uid, usec})
+		}
+	} else {
+		cands = append(cands, pair{r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")})
+	}
+	for _, c := range cands {
+		if c.id != s.opts.ClientID {
+			continue
+		}
+		idOK = true
+		if s.opts.ClientSecret == "" || subtle.ConstantTimeCompare([]byte(c.secret), []byte(s.opts.ClientSecret)) == 1 {
+			return true, true
+		}
+	}
+	return idOK, false
 }
 
 func pkceMatches(challenge, method, verifier string) bool {
@@ -475,11 +499,7 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		writeTokenError(w, http.StatusBadRequest, "invalid_request", "malformed request body")
 		return
 	}
-	id, secret, basic := r.BasicAuth()
-	if !basic {
-		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
-	}
-	if id != s.opts.ClientID || (s.opts.ClientSecret != "" && secret != s.opts.ClientSecret) {
+	if _, ok := s.checkClient(r); !ok {
 		writeTokenError(w, http.StatusBadRequest, "invalid_client", "invalid client credentials")
 		return
 	}

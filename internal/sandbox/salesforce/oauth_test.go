@@ -669,3 +669,26 @@ func TestIntrospectAndIdentity(t *testing.T) {
 		t.Fatalf("identity: %d %s", st, body)
 	}
 }
+
+func TestBasicAuthWithSpecialCharacters(t *testing.T) {
+	const secret = "fake+secret/with=chars&more"
+	s := startServer(t, func(o *Options) { o.ClientSecret = secret })
+	for _, escaped := range []bool{true, false} {
+		_, rt := s.IssueTokens("")
+		req, _ := http.NewRequest("POST", s.URL()+"/services/oauth2/token", strings.NewReader(refreshForm(rt).Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if escaped {
+			req.SetBasicAuth("fake-client-id", url.QueryEscape(secret))
+		} else {
+			req.SetBasicAuth("fake-client-id", secret)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("escaped=%v: %d", escaped, resp.StatusCode)
+		}
+	}
+}

@@ -476,7 +476,7 @@ func (s *Server) upsertLocked(tx *txn, o *object, extField string, extValue any,
 	if keyInBody {
 		forbid = ""
 	}
-	if keyInBody && ext != "Id" {
+	if keyInBody {
 		body = maps.Clone(body)
 		for k := range body {
 			if strings.EqualFold(k, ext) {
