@@ -4,8 +4,13 @@
 // ContentVersion uploads, minimal SOQL, limits), served over real HTTP.
 //
 // Wire formats follow shared/reference/salesforce.md: a test that passes against
-// this sandbox must be one that would pass against a real org. Importers alias
+// this sandbox must be one that would pass against a real org. Where Salesforce
+// behaviour is unverified the sandbox takes the stricter side. Importers alias
 // the package as sfsandbox.
+//
+// Tests drive it through knobs (RevokeAll, ExpireAccessTokens, SetFaults,
+// FailNext, FailNextToken, SetAPIUsage...) and read it through accessors
+// (Records, FindRecord, ContentVersions, Calls, TokenCalls).
 package salesforce
 
 import (
@@ -212,8 +217,11 @@ func (s *Server) SetURL(u string) {
 	s.url = strings.TrimRight(u, "/")
 }
 
-// OrgID and UserID are the 18-char ids that appear in the token's id URL.
-func (s *Server) OrgID() string  { return s.orgID }
+// OrgID is the org's 18-char id, as in the token's id URL.
+func (s *Server) OrgID() string { return s.orgID }
+
+// UserID is the integration user's 18-char id, as in the token's id URL; it
+// owns uploaded files.
 func (s *Server) UserID() string { return s.userID }
 
 // baseURL is the configured URL or, when mounted elsewhere, the request's host.
