@@ -24,9 +24,9 @@ func Default() Config {
 	}
 }
 
-// applyTenantDefaults fills what a tenant block leaves out; a tenant is
+// ApplyTenantDefaults fills what a tenant block leaves out; a tenant is
 // decoded into a fresh value, so its defaults cannot be pre-filled.
-func applyTenantDefaults(t *Tenant) {
+func ApplyTenantDefaults(t *Tenant) {
 	setDefault(&t.OneSpan.BaseURL, "https://apps.esignlive.com")
 	sf := &t.Salesforce
 	setDefault(&sf.LoginURL, "https://login.salesforce.com")

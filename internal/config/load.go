@@ -61,7 +61,7 @@ func decode(raw []byte, lookup func(string) (string, bool)) (*Config, error) {
 	}
 	for _, t := range cfg.Tenants {
 		if t != nil {
-			applyTenantDefaults(t)
+			ApplyTenantDefaults(t)
 		}
 	}
 	cfg.UnsetVars = missing

@@ -1,0 +1,123 @@
+package sfpush
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/countersign/countersign/internal/callback"
+	"github.com/countersign/countersign/internal/fault"
+	"github.com/countersign/countersign/internal/queue"
+)
+
+// settle decides, in this one place and from the error's class alone, what
+// happens to a message: ack, retry later, pause the tenant, or dead-letter.
+func (tw *tenantWorker) settle(ctx context.Context, it *item) {
+	m := tw.w.o.Metrics
+	event := callback.Other
+	if it.ev != nil {
+		event = callback.Label(it.ev.Name)
+	}
+	log := tw.log.With("seq", it.seq, "attempt", it.deliveries)
+	if it.ev != nil {
+		log = log.With("event", it.ev.Name, "package", it.ev.PackageID, "event_key", it.key)
+	}
+	if it.err == nil {
+		if err := it.msg.Ack(); err != nil {
+			log.Warn("ack failed; the message will be redelivered and its writes repeated harmlessly", "error", err)
+		}
+		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "delivered").Inc()
+		if !it.receivedAt.IsZero() {
+			m.EventDelivery.WithLabelValues(tw.t.ID).Observe(tw.w.o.Now().Sub(it.receivedAt).Seconds())
+		}
+		log.Debug("delivered")
+		return
+	}
+	class := fault.ClassOf(it.err)
+	switch {
+	case class == fault.Permanent,
+		(class == fault.Retryable || class == fault.AuthExpired) && int(it.deliveries) >= tw.w.o.Worker.MaxDeliver:
+		if err := tw.deadLetter(ctx, it, class); err != nil {
+			log.Error("dead-letter failed; retrying the message", "error", err, "cause", it.err)
+			_ = it.msg.NakWithDelay(tw.backoff(it.deliveries))
+			m.EventsProcessed.WithLabelValues(tw.t.ID, event, "retried").Inc()
+			return
+		}
+		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "dead_lettered").Inc()
+		log.Error("dead-lettered", "class", class.String(), "error", it.err)
+	case class == fault.Reconnect:
+		// The token machinery has marked the tenant needs_reconnect; the
+		// loop pauses on that. Nothing counts against the message.
+		_ = it.msg.NakWithDelay(tw.backoff(1))
+		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "retried").Inc()
+		log.Warn("tenant must be reconnected; event kept", "error", it.err)
+	case class == fault.Throttled:
+		until, _ := fault.ThrottledUntil(it.err)
+		if !until.After(tw.w.o.Now()) {
+			until = tw.w.o.Now().Add(tw.backoff(it.deliveries))
+		}
+		tw.throttle(ctx, until, it.err.Error())
+		_ = it.msg.NakWithDelay(until.Sub(tw.w.o.Now()))
+		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "retried").Inc()
+	default:
+		delay := tw.backoff(it.deliveries)
+		_ = it.msg.NakWithDelay(delay)
+		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "retried").Inc()
+		log.Warn("delivery failed; will retry", "class", class.String(), "error", it.err, "retry_in", delay.String())
+	}
+}
+
+// backoff is worker.backoff for the n-th delivery (the last step repeats).
+func (tw *tenantWorker) backoff(n uint64) time.Duration {
+	b := tw.w.o.Worker.Backoff
+	i := int(n) - 1
+	if i < 0 {
+		i = 0
+	}
+	if i >= len(b) {
+		i = len(b) - 1
+	}
+	return b[i].D()
+}
+
+// deadLetter copies the message to DEADLETTER with the reason, then
+// terminates it. The copy is published first: a crash in between leaves the
+// message to be redelivered and dead-lettered again, never lost; its message
+// id makes the second copy a duplicate.
+func (tw *tenantWorker) deadLetter(ctx context.Context, it *item, class fault.Class) error {
+	reason := truncate(it.err.Error(), 1024)
+	if err := PublishDeadLetter(ctx, tw.w.o.JetStream, tw.t.ID, it.msg, reason, class, it.seq, it.deliveries); err != nil {
+		return err
+	}
+	return it.msg.TermWithReason(truncate(reason, 256))
+}
+
+// PublishDeadLetter stores a copy of m in DEADLETTER with the §4 headers.
+func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, tenant string, m jetstream.Msg, reason string, class fault.Class, seq, deliveries uint64) error {
+	event := m.Subject()
+	if i := strings.LastIndexByte(event, '.'); i >= 0 {
+		event = event[i+1:]
+	}
+	out := nats.NewMsg("deadletter." + tenant + "." + event)
+	out.Data = m.Data()
+	for k, v := range m.Headers() {
+		if strings.HasPrefix(k, "Nats-") {
+			continue
+		}
+		out.Header[k] = v
+	}
+	out.Header.Set(queue.HeaderError, reason)
+	out.Header.Set(queue.HeaderErrorClass, class.String())
+	out.Header.Set(queue.HeaderOriginalSeq, strconv.FormatUint(seq, 10))
+	out.Header.Set(queue.HeaderDeliveries, strconv.FormatUint(deliveries, 10))
+	_, err := js.PublishMsg(ctx, out, jetstream.WithMsgID(fmt.Sprintf("dlq-%d", seq)), jetstream.WithExpectStream(queue.DeadLetterStream))
+	if err != nil {
+		return fmt.Errorf("publish dead letter for message %d: %w", seq, err)
+	}
+	return nil
+}

@@ -1,0 +1,47 @@
+package sfpush
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/countersign/countersign/internal/auth"
+	"github.com/countersign/countersign/internal/config"
+	"github.com/countersign/countersign/internal/metrics"
+	"github.com/countersign/countersign/internal/onespan"
+	"github.com/countersign/countersign/internal/salesforce"
+)
+
+// NewTenant builds the Salesforce and OneSpan clients of a configured tenant;
+// src supplies (and refreshes) its Salesforce tokens.
+func NewTenant(id string, cfg *config.Tenant, src *auth.Source, m *metrics.Metrics, log *slog.Logger) (Tenant, error) {
+	sfCfg := salesforce.Config{
+		InstanceURL: cfg.Salesforce.InstanceURL,
+		APIVersion:  cfg.Salesforce.APIVersion,
+		HTTPClient:  src.Client(),
+		Observer:    Observer(m, id),
+	}
+	if sfCfg.InstanceURL == "" {
+		// The instance comes with the token (and may move after a refresh).
+		sfCfg.InstanceURLFunc = func() string {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, u, err := src.Token(ctx)
+			if err != nil {
+				return ""
+			}
+			return u
+		}
+	}
+	osc, err := onespan.New(onespan.Config{
+		BaseURL:      cfg.OneSpan.BaseURL,
+		APIKey:       cfg.OneSpan.APIKey,
+		ClientID:     cfg.OneSpan.ClientApp.ClientID,
+		ClientSecret: cfg.OneSpan.ClientApp.Secret,
+		Logger:       log,
+	})
+	if err != nil {
+		return Tenant{}, err
+	}
+	return Tenant{ID: id, Config: cfg, Salesforce: salesforce.New(sfCfg), OneSpan: osc}, nil
+}

@@ -1,0 +1,311 @@
+package sfpush
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/countersign/countersign/internal/auth"
+	"github.com/countersign/countersign/internal/queue"
+	ossandbox "github.com/countersign/countersign/internal/sandbox/onespan"
+	sfsandbox "github.com/countersign/countersign/internal/sandbox/salesforce"
+)
+
+func TestCompletedPackageBecomesTransactionEventsAndFiles(t *testing.T) {
+	r := newRig(t, rigOpts{storeContent: 1 << 20})
+	acme := r.tenants["acme"]
+	r.start()
+	acme.completePackage(t, "LWsUTvGgE4WpOvaQPT16idnxNj8=")
+	pkg := "LWsUTvGgE4WpOvaQPT16idnxNj8="
+
+	r.eventually(15*time.Second, "completed transaction with 3 files", func() bool {
+		return acme.status(pkg) == "COMPLETED" && len(acme.sf.ContentVersions()) == 3 && acme.events(pkg) == 6
+	})
+	txn := acme.transaction(pkg)
+	if txn["Last_Event__c"] != "PACKAGE_COMPLETE" || txn["Completed_At__c"] == nil || txn["Last_Event_At__c"] == nil {
+		t.Errorf("transaction fields: %v", txn)
+	}
+	// Every event record carries its fields and points at the transaction.
+	names := map[string]int{}
+	for _, ev := range acme.sf.FindRecords(sfsandbox.ObjEvent, "Transaction__c", txn["Id"]) {
+		names[ev["Event_Name__c"].(string)]++
+		if len(ev["Event_Key__c"].(string)) != 64 || ev["Occurred_At__c"] == nil {
+			t.Errorf("event record %v", ev)
+		}
+		if ev["Event_Name__c"] == "DOCUMENT_SIGNED" && ev["Document_Id__c"] == nil {
+			t.Errorf("DOCUMENT_SIGNED without document id: %v", ev)
+		}
+	}
+	want := map[string]int{"PACKAGE_CREATE": 1, "PACKAGE_ACTIVATE": 1, "DOCUMENT_SIGNED": 2, "SIGNER_COMPLETE": 1, "PACKAGE_COMPLETE": 1}
+	if fmt.Sprint(names) != fmt.Sprint(want) {
+		t.Errorf("event records %v, want %v", names, want)
+	}
+	// The signed PDFs (not the consent document) and the evidence summary,
+	// byte for byte, linked to the transaction, keyed for idempotency.
+	p, _ := acme.os.Package(pkg)
+	sizes := map[string]int64{ossandbox.EvidenceSummaryDocID: p.EvidenceSize}
+	for _, d := range p.Documents {
+		sizes[d.ID] = d.Size
+	}
+	for _, doc := range []string{"doc-1", "doc-2", ossandbox.EvidenceSummaryDocID} {
+		cv, ok := acme.sf.FindContentVersion("OneSpan_Document_Key__c", docKey(pkg, doc))
+		if !ok {
+			t.Errorf("no file for %s", doc)
+			continue
+		}
+		if cv.FirstPublishLocationID != txn["Id"] {
+			t.Errorf("file %s linked to %s, want %s", doc, cv.FirstPublishLocationID, txn["Id"])
+		}
+		if want := ossandbox.ExpectedSHA256(pkg, doc, sizes[doc]); cv.SHA256 != want {
+			t.Errorf("file %s sha256 %s, want %s (size %d)", doc, cv.SHA256, want, cv.Size)
+		}
+	}
+	if _, ok := acme.sf.FindContentVersion("OneSpan_Document_Key__c", docKey(pkg, "default-consent")); ok {
+		t.Error("the consent document was uploaded")
+	}
+	r.eventually(5*time.Second, "metrics", func() bool {
+		return testutil.ToFloat64(r.m.EventsProcessed.WithLabelValues("acme", "PACKAGE_COMPLETE", "delivered")) == 1 &&
+			testutil.ToFloat64(r.m.DocumentsUploaded.WithLabelValues("acme")) == 3
+	})
+	if testutil.CollectAndCount(r.m.EventDelivery) == 0 || testutil.ToFloat64(r.m.SalesforceRequests.WithLabelValues("acme", "collection_upsert", "200")) == 0 {
+		t.Error("delivery latency or salesforce request metrics missing")
+	}
+}
+
+func TestLateEventsNeverMoveStatusBackwards(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	acme := r.tenants["acme"]
+	base := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	send := func(name string, at time.Time) {
+		t.Helper()
+		ev := ossandbox.NewEvent(name, "u1", "pkg-late", "", "", at)
+		if err := ossandbox.SendCallback(t.Context(), r.ingest+"/v1/callbacks/acme", acme.key, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.start()
+	send("PACKAGE_COMPLETE", base.Add(3*time.Minute))
+	r.eventually(10*time.Second, "COMPLETED", func() bool { return acme.status("pkg-late") == "COMPLETED" })
+	// Older events arrive afterwards, in two separate batches.
+	send("PACKAGE_ACTIVATE", base.Add(time.Minute))
+	r.eventually(10*time.Second, "2 events", func() bool { return acme.events("pkg-late") == 2 })
+	send("PACKAGE_CREATE", base)
+	send("DOCUMENT_VIEWED", base.Add(2*time.Minute))
+	r.eventually(10*time.Second, "4 events", func() bool { return acme.events("pkg-late") == 4 })
+	txn := acme.transaction("pkg-late")
+	if txn["Status__c"] != "COMPLETED" || txn["Last_Event__c"] != "PACKAGE_COMPLETE" {
+		t.Errorf("late events moved the transaction back: %v", txn)
+	}
+	// A newer status still applies.
+	send("PACKAGE_ARCHIVE", base.Add(time.Hour))
+	r.eventually(10*time.Second, "ARCHIVED", func() bool { return acme.status("pkg-late") == "ARCHIVED" })
+}
+
+func TestResentEventAfterDuplicateWindowMakesNoSecondRecordOrFile(t *testing.T) {
+	r := newRig(t, rigOpts{dupWindow: 200 * time.Millisecond})
+	acme := r.tenants["acme"]
+	r.start()
+	acme.completePackage(t, "pkg-dup")
+	r.eventually(15*time.Second, "files", func() bool { return len(acme.sf.ContentVersions()) == 3 })
+	before := acme.sf.Count(sfsandbox.ObjEvent)
+	time.Sleep(300 * time.Millisecond) // let the duplicate window pass: that is the behaviour under test
+	for _, ev := range acme.os.Sent() {
+		if err := ossandbox.SendCallback(t.Context(), r.ingest+"/v1/callbacks/acme", acme.key, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, _ := r.q.JetStream().Stream(t.Context(), queue.CallbacksStream)
+	info, _ := s.Info(t.Context())
+	if info.State.Msgs != 12 {
+		t.Fatalf("stream holds %d messages; the resend was deduplicated by JetStream, so the test proves nothing", info.State.Msgs)
+	}
+	r.eventually(15*time.Second, "resent events processed", func() bool {
+		return testutil.ToFloat64(r.m.EventsProcessed.WithLabelValues("acme", "PACKAGE_COMPLETE", "delivered")) == 2
+	})
+	if got := acme.sf.Count(sfsandbox.ObjEvent); got != before {
+		t.Errorf("event records %d -> %d", before, got)
+	}
+	if got := len(acme.sf.ContentVersions()); got != 3 {
+		t.Errorf("files = %d, want 3", got)
+	}
+	if got := acme.sf.Count(sfsandbox.ObjTransaction); got != 1 {
+		t.Errorf("transactions = %d", got)
+	}
+}
+
+func TestWorkerStoppedMidBatchLeavesNothingDoubled(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	acme := r.tenants["acme"]
+	// Slow Salesforce so the stop lands while a batch is in flight.
+	acme.sf.SetFaults(sfsandbox.Faults{Latency: 300 * time.Millisecond})
+	for i := range 5 {
+		acme.completePackage(t, fmt.Sprintf("pkg-stop-%d", i))
+	}
+	r.start()
+	r.eventually(10*time.Second, "a first write", func() bool { return acme.sf.Count(sfsandbox.ObjTransaction) > 0 })
+	r.stop() // cancels mid-flight: unacked messages come back after ack_wait
+	acme.sf.SetFaults(sfsandbox.Faults{})
+	r.start()
+	r.eventually(30*time.Second, "every package complete with its files", func() bool {
+		for i := range 5 {
+			if acme.status(fmt.Sprintf("pkg-stop-%d", i)) != "COMPLETED" {
+				return false
+			}
+		}
+		return len(acme.sf.ContentVersions()) == 15 && acme.sf.Count(sfsandbox.ObjEvent) == 30
+	})
+	if got := acme.sf.Count(sfsandbox.ObjTransaction); got != 5 {
+		t.Errorf("transactions = %d, want 5", got)
+	}
+}
+
+func TestEveryEventDeliveredOnceDespiteFailingSalesforce(t *testing.T) {
+	r := newRig(t, rigOpts{sfOptions: func(o *sfsandbox.Options) { o.Seed = 7 }})
+	acme := r.tenants["acme"]
+	acme.sf.SetFaults(sfsandbox.Faults{
+		Rate: 0.3,
+		Kinds: []sfsandbox.FaultKind{sfsandbox.FaultUnavailable, sfsandbox.FaultLockRow, sfsandbox.FaultLockSomeRecords,
+			sfsandbox.FaultTimeout, sfsandbox.FaultInvalidSession, sfsandbox.FaultServerError,
+			sfsandbox.FaultCommitThenUnavailable, sfsandbox.FaultCommitThenReset},
+		Hold: 500 * time.Millisecond,
+	})
+	const n = 12
+	for i := range n {
+		acme.completePackage(t, fmt.Sprintf("pkg-chaos-%d", i))
+	}
+	r.start()
+	r.eventually(60*time.Second, "all delivered", func() bool {
+		return testutil.ToFloat64(r.m.EventsProcessed.WithLabelValues("acme", "PACKAGE_COMPLETE", "delivered")) == n &&
+			acme.sf.Count(sfsandbox.ObjEvent) == 6*n && len(acme.sf.ContentVersions()) == 3*n
+	})
+	if got := acme.sf.Count(sfsandbox.ObjTransaction); got != n {
+		t.Errorf("transactions = %d, want %d", got, n)
+	}
+	for i := range n {
+		if s := acme.status(fmt.Sprintf("pkg-chaos-%d", i)); s != "COMPLETED" {
+			t.Errorf("pkg-chaos-%d is %s", i, s)
+		}
+	}
+	keys := map[string]bool{}
+	for _, cv := range acme.sf.ContentVersions() {
+		k := cv.Fields["OneSpan_Document_Key__c"].(string)
+		if keys[k] {
+			t.Errorf("file %s uploaded twice", k)
+		}
+		keys[k] = true
+	}
+	if dl, _ := DeadLetterCount(t.Context(), r.q.JetStream(), "acme"); dl != 0 {
+		t.Errorf("%d dead letters with only transient faults", dl)
+	}
+	if acme.sf.FaultsInjected()[sfsandbox.FaultUnavailable] == 0 {
+		t.Error("no faults were injected")
+	}
+}
+
+func TestPermanentErrorLandsInDeadLetterWithReason(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	acme := r.tenants["acme"]
+	// The org lacks the event object (its metadata was never deployed):
+	// a permanent error.
+	acme.cfg.Salesforce.Objects.Event.Name = "No_Such_Object__c"
+	r.start()
+	acme.newPackage(t, "pkg-perm")
+	if err := acme.os.Activate(t.Context(), "pkg-perm"); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually(10*time.Second, "dead letters", func() bool {
+		n, _ := DeadLetterCount(t.Context(), r.q.JetStream(), "acme")
+		return n == 2
+	})
+	s, _ := r.q.JetStream().Stream(t.Context(), queue.DeadLetterStream)
+	m, err := s.GetMsg(t.Context(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(m.Subject, "deadletter.acme.PACKAGE_") || m.Header.Get(queue.HeaderErrorClass) != "permanent" ||
+		!strings.Contains(m.Header.Get(queue.HeaderError), "No_Such_Object__c") || m.Header.Get(queue.HeaderOriginalSeq) == "" ||
+		m.Header.Get(queue.HeaderDeliveries) != "1" || m.Header.Get(queue.HeaderPackage) != "pkg-perm" || !strings.Contains(string(m.Data), `"packageId":"pkg-perm"`) {
+		t.Errorf("dead letter %s %v %s", m.Subject, m.Header, m.Data)
+	}
+	if got := testutil.ToFloat64(r.m.EventsProcessed.WithLabelValues("acme", "PACKAGE_ACTIVATE", "dead_lettered")); got != 1 {
+		t.Errorf("dead_lettered metric = %v", got)
+	}
+	// The transaction itself was written; only the event log failed.
+	if acme.status("pkg-perm") != "SENT" {
+		t.Errorf("status = %q", acme.status("pkg-perm"))
+	}
+	r.eventually(5*time.Second, "dead letter gauge", func() bool {
+		return testutil.ToFloat64(r.m.DeadLetters.WithLabelValues("acme")) == 2
+	})
+}
+
+func TestRevokedTenantPausesAloneAndDrainsAfterReconnect(t *testing.T) {
+	r := newRig(t, rigOpts{tenants: []string{"acme", "beta"}})
+	acme, beta := r.tenants["acme"], r.tenants["beta"]
+	acme.sf.SetAccessTokenTTL(time.Millisecond) // force a refresh on the next call
+	acme.sf.RevokeAll()
+	r.start()
+	acme.completePackage(t, "pkg-a")
+	beta.completePackage(t, "pkg-b")
+	r.eventually(15*time.Second, "beta delivered", func() bool {
+		return beta.status("pkg-b") == "COMPLETED" && len(beta.sf.ContentVersions()) == 3
+	})
+	r.eventually(10*time.Second, "acme needs reconnect", func() bool {
+		st, _, _ := auth.NewTenants(r.q.Tenants()).Get(t.Context(), "acme")
+		return st.State == auth.StateNeedsReconnect
+	})
+	if testutil.ToFloat64(r.m.TenantConnected.WithLabelValues("acme")) != 0 {
+		t.Error("acme connected metric is not 0")
+	}
+	if acme.sf.Count(sfsandbox.ObjTransaction) != 0 {
+		t.Error("acme wrote with a revoked grant")
+	}
+	// Events wait in the queue, not in a dead letter.
+	if dl, _ := DeadLetterCount(t.Context(), r.q.JetStream(), "acme"); dl != 0 {
+		t.Fatalf("%d acme events dead-lettered while waiting for a reconnect", dl)
+	}
+	cons, _ := r.q.JetStream().Consumer(t.Context(), queue.CallbacksStream, ConsumerName("acme"))
+	info, _ := cons.Info(t.Context())
+	if info.NumPending+uint64(info.NumAckPending) == 0 {
+		t.Error("acme's events are not pending")
+	}
+	// Reconnect: a new grant is stored; the worker resumes by itself.
+	acme.sf.SetAccessTokenTTL(time.Hour)
+	_, refresh := acme.sf.IssueTokens("api refresh_token")
+	if err := acme.src.Import(t.Context(), refresh, acme.sf.URL()); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually(20*time.Second, "acme drained", func() bool {
+		return acme.status("pkg-a") == "COMPLETED" && len(acme.sf.ContentVersions()) == 3 && acme.events("pkg-a") == 6
+	})
+}
+
+func TestBurstIsBatchedIntoCollectionCalls(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	acme := r.tenants["acme"]
+	// 600 events for 30 packages, stored before the worker starts.
+	ctx := t.Context()
+	base := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	for i := range 600 {
+		ev := ossandbox.NewEvent("DOCUMENT_VIEWED", fmt.Sprintf("u%d", i), fmt.Sprintf("pkg-%d", i%30), "", "doc-1", base.Add(time.Duration(i)*time.Second))
+		if err := ossandbox.SendCallback(ctx, r.ingest+"/v1/callbacks/acme", acme.key, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acme.sf.ResetCalls()
+	r.start()
+	r.eventually(20*time.Second, "600 event records", func() bool { return acme.sf.Count(sfsandbox.ObjEvent) == 600 })
+	calls := acme.sf.CallCounts()
+	total := 0
+	for _, n := range calls {
+		total += n
+	}
+	// 3 batches of 200: one transaction call and one event call each.
+	if calls["upsert"] != 0 || calls["collection_upsert"] > 8 || total > 10 {
+		t.Errorf("calls %v for 600 events: not batched", calls)
+	}
+	t.Logf("600 events -> %d Salesforce calls (%.4f per event): %v", total, float64(total)/600, calls)
+}
