@@ -128,29 +128,36 @@ type tenantWorker struct {
 	localPause time.Time
 }
 
-func (w *Worker) newTenantWorker(ctx context.Context, t *Tenant) (*tenantWorker, error) {
-	batch := max(w.o.Worker.BatchSize, 1)
-	cons, err := w.o.JetStream.CreateOrUpdateConsumer(ctx, queue.CallbacksStream, jetstream.ConsumerConfig{
-		Durable:       ConsumerName(t.ID),
-		Description:   "delivery to Salesforce for tenant " + t.ID,
-		FilterSubject: "callbacks." + t.ID + ".>",
+// EnsureConsumer creates or updates the tenant's durable consumer.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, tenant string, wc config.Worker) (jetstream.Consumer, error) {
+	cons, err := js.CreateOrUpdateConsumer(ctx, queue.CallbacksStream, jetstream.ConsumerConfig{
+		Durable:       ConsumerName(tenant),
+		Description:   "delivery to Salesforce for tenant " + tenant,
+		FilterSubject: "callbacks." + tenant + ".>",
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       w.o.Worker.AckWait.D(),
+		AckWait:       wc.AckWait.D(),
 		// Dead-lettering after worker.max_deliver is ours to do (with the
 		// reason); the server must never silently stop redelivering.
 		MaxDeliver:    -1,
-		MaxAckPending: max(1000, 4*batch),
+		MaxAckPending: max(1000, 4*wc.BatchSize),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("consumer for tenant %s: %w", t.ID, err)
+		return nil, fmt.Errorf("consumer for tenant %s: %w", tenant, err)
 	}
-	conc := max(w.o.Worker.Concurrency, 1)
+	return cons, nil
+}
+
+func (w *Worker) newTenantWorker(ctx context.Context, t *Tenant) (*tenantWorker, error) {
+	cons, err := EnsureConsumer(ctx, w.o.JetStream, t.ID, w.o.Worker)
+	if err != nil {
+		return nil, err
+	}
 	return &tenantWorker{
 		w: w, t: t, cons: cons,
 		store:  stateStore{kv: w.o.Packages, tenant: t.ID},
 		log:    w.log.With("tenant", t.ID),
-		docSem: make(chan struct{}, conc),
+		docSem: make(chan struct{}, max(w.o.Worker.Concurrency, 1)),
 	}, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/countersign/countersign/internal/auth"
@@ -143,6 +144,23 @@ func TestWorkerStoppedMidBatchLeavesNothingDoubled(t *testing.T) {
 	acme.sf.SetFaults(sfsandbox.Faults{Latency: 300 * time.Millisecond})
 	for i := range 5 {
 		acme.completePackage(t, fmt.Sprintf("pkg-stop-%d", i))
+	}
+	// A worker that took a batch and died: the messages were delivered and
+	// never acked nor naked. They must come back after ack_wait.
+	cons, err := EnsureConsumer(t.Context(), r.q.JetStream(), "acme", r.cfg.Worker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken, err := cons.Fetch(10, jetstream.FetchMaxWait(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	abandoned := 0
+	for range taken.Messages() {
+		abandoned++
+	}
+	if abandoned == 0 {
+		t.Fatal("nothing to abandon")
 	}
 	r.start()
 	r.eventually(10*time.Second, "a first write", func() bool { return acme.sf.Count(sfsandbox.ObjTransaction) > 0 })
