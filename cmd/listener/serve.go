@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,7 @@ import (
 )
 
 type serveFlags struct {
+	roles        string
 	logFormat    string
 	logLevel     string
 	drainTimeout time.Duration
@@ -43,6 +45,8 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 			return serve(cmd.Context(), cfg, f)
 		},
 	}
+	cmd.Flags().StringVar(&f.roles, "roles", "ingest,worker,admin",
+		"what this process does: a comma list of ingest (callbacks), worker (delivery to Salesforce), admin (OAuth connect, admin API and page)")
 	cmd.Flags().StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.Flags().DurationVar(&f.drainTimeout, "drain-timeout", 15*time.Second,
@@ -79,6 +83,10 @@ func newLogger(cfg *config.Config, f *serveFlags) (*slog.Logger, error) {
 }
 
 func serve(ctx context.Context, cfg *config.Config, f *serveFlags) error {
+	roles, err := parseRoles(f.roles)
+	if err != nil {
+		return err
+	}
 	log, err := newLogger(cfg, f)
 	if err != nil {
 		return err
@@ -98,18 +106,40 @@ func serve(ctx context.Context, cfg *config.Config, f *serveFlags) error {
 	log.Info("nats ready", "embedded", cfg.NATS.Embedded(), "store_dir", cfg.NATS.StoreDir,
 		"sync_always", cfg.NATS.SyncAlways, "replicas", cfg.NATS.Replicas)
 
+	svc, err := newServices(cfg, q, m, log)
+	if err != nil {
+		return err
+	}
+	if roles.worker || roles.admin {
+		svc.publishConnected(ctx)
+	}
 	e, err := ingest.NewEcho(cfg.Server)
 	if err != nil {
 		return err
 	}
 	group := supervisor.New(log)
-	ingest.New(ingest.Options{
-		Tenants:      cfg.Tenants,
-		MaxBodyBytes: cfg.Server.MaxBodyBytes,
-		Publisher:    q,
-		Metrics:      m,
-		Logger:       log,
-	}).Register(e)
+	var parts []supervisor.Part
+	if roles.ingest {
+		ingest.New(ingest.Options{
+			Tenants:      cfg.Tenants,
+			MaxBodyBytes: cfg.Server.MaxBodyBytes,
+			Publisher:    q,
+			Metrics:      m,
+			Logger:       log,
+		}).Register(e)
+	}
+	if roles.admin {
+		if err := svc.registerAdmin(e); err != nil {
+			return err
+		}
+	}
+	if roles.worker {
+		w, err := svc.worker()
+		if err != nil {
+			return err
+		}
+		parts = append(parts, supervisor.Part{Name: "worker", Run: w.Run})
+	}
 	ingest.Health{Ready: func(ctx context.Context) error {
 		if err := group.Healthy(); err != nil {
 			return err
@@ -124,11 +154,37 @@ func serve(ctx context.Context, cfg *config.Config, f *serveFlags) error {
 	}
 	e.Server.Addr = cfg.Server.Addr
 	log.Info("listening", "addr", cfg.Server.Addr, "metrics_addr", cfg.Metrics.Addr,
-		"tenants", cfg.TenantIDs(), "version", version)
-	return group.Run(ctx,
+		"roles", f.roles, "tenants", cfg.TenantIDs(), "version", version)
+	parts = append(parts,
 		supervisor.Part{Name: "http", Run: func(ctx context.Context) error { return runHTTP(ctx, e.Server, f.drainTimeout) }},
 		supervisor.Part{Name: "metrics", Run: func(ctx context.Context) error { return runHTTP(ctx, metricsSrv, 5*time.Second) }},
 	)
+	return group.Run(ctx, parts...)
+}
+
+type roleSet struct{ ingest, worker, admin bool }
+
+// parseRoles reads --roles: a comma list of ingest, worker and admin. Every
+// role still serves /healthz, /readyz and /metrics.
+func parseRoles(s string) (roleSet, error) {
+	var r roleSet
+	for _, name := range strings.Split(s, ",") {
+		switch strings.TrimSpace(name) {
+		case "ingest":
+			r.ingest = true
+		case "worker":
+			r.worker = true
+		case "admin":
+			r.admin = true
+		case "":
+		default:
+			return r, fmt.Errorf("--roles: unknown role %q (want ingest, worker, admin)", name)
+		}
+	}
+	if r == (roleSet{}) {
+		return r, fmt.Errorf("--roles: at least one of ingest, worker, admin")
+	}
+	return r, nil
 }
 
 // runHTTP serves until ctx ends, then stops accepting and lets in-flight

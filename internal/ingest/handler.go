@@ -72,9 +72,9 @@ func New(o Options) *Handler {
 	h := &Handler{o: o, keys: map[string]*keyring{}, limiter: newFailureLimiter(o.MaxAuthFailures, o.AuthFailureWindow)}
 	for id, t := range o.Tenants {
 		h.keys[id] = newKeyring(t.CallbackKeys)
-		o.Metrics.InitTenant(id, MetricEvents())
+		o.Metrics.InitIngest(id, MetricEvents())
 	}
-	o.Metrics.InitTenant(metrics.UnknownTenant, []string{noEvent})
+	o.Metrics.InitIngest(metrics.UnknownTenant, []string{noEvent})
 	return h
 }
 

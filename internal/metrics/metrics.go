@@ -95,19 +95,32 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 }
 
-// InitTenant creates the tenant's series at zero so that alerts on rate() and
-// absent() behave from the first scrape. events are the event label values to
-// pre-create for the counters keyed by event.
+// InitTenant creates all of a tenant's series (ingest and delivery).
 func (m *Metrics) InitTenant(tenant string, events []string) {
+	m.InitIngest(tenant, events)
+	m.InitDelivery(tenant, events)
+}
+
+// InitIngest creates the ingest series of a tenant at zero, so alerts on
+// rate() work from the first scrape. events are the event label values.
+func (m *Metrics) InitIngest(tenant string, events []string) {
 	for _, ev := range events {
 		for _, o := range IngestOutcomes {
 			m.CallbacksReceived.WithLabelValues(tenant, ev, o)
 		}
+	}
+	m.CallbackIngest.WithLabelValues(tenant)
+}
+
+// InitDelivery creates the worker, token and queue series of a tenant. It is
+// separate from InitIngest so that an ingest-only process does not export a
+// tenant_connected of 0 it knows nothing about.
+func (m *Metrics) InitDelivery(tenant string, events []string) {
+	for _, ev := range events {
 		for _, o := range ProcessOutcomes {
 			m.EventsProcessed.WithLabelValues(tenant, ev, o)
 		}
 	}
-	m.CallbackIngest.WithLabelValues(tenant)
 	m.EventDelivery.WithLabelValues(tenant)
 	for _, o := range RefreshOutcomes {
 		m.TokenRefreshes.WithLabelValues(tenant, o)
