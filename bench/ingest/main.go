@@ -58,6 +58,8 @@ type options struct {
 	phases     string
 	keepLogs   bool
 	publishers int
+	label      string
+	command    string
 }
 
 func main() {
@@ -73,9 +75,14 @@ func main() {
 	flag.Int64Var(&o.maxReq, "max-requests", 5_000_000, "hard cap on requests (or publishes) per phase")
 	flag.StringVar(&o.readme, "readme", "bench/README.md", "file whose figures section is rewritten (empty: do not write)")
 	flag.StringVar(&o.phases, "phases", "bare,off,on,raw-off,raw-on", "comma-separated subset of phases to run")
+	flag.StringVar(&o.label, "label", "", "what was measured (e.g. the git revision), printed with the figures")
+	flag.StringVar(&o.command, "command", "", "the command line to print as the way to reproduce (default: this one)")
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "keep the listener's temp dir (config, store, log)")
 	flag.Parse()
 	o.publishers = o.conns
+	if o.command == "" {
+		o.command = strings.Join(os.Args, " ")
+	}
 
 	if *serveBare != "" {
 		if err := runBare(*serveBare); err != nil {
@@ -131,6 +138,7 @@ type loadResult struct {
 	Lat      latency          // closed loop: send->answer; open loop: scheduled->answer
 	Service  latency          // open loop only: actual send->answer
 	Lag      latency          // open loop: scheduled time -> send (generator and queueing delay)
+	CPU      cpuUse           // closed loop: CPU spent in the window
 	Unsent   int64            // open loop: scheduled requests never sent (hard stop)
 	Duration time.Duration
 }
@@ -141,6 +149,22 @@ func (r loadResult) errorCount() int64 {
 		n += v
 	}
 	return n
+}
+
+// cpuPerReq is the server's CPU time per answered request, in µs.
+func (r loadResult) cpuPerReq() float64 {
+	if !r.CPU.OK || r.OK == 0 {
+		return 0
+	}
+	return r.CPU.Server / float64(r.OK) * 1e6
+}
+
+func (r loadResult) cpuText() string {
+	if !r.CPU.OK {
+		return "cpu n/a"
+	}
+	return fmt.Sprintf("server %.2f cores, %.0f µs CPU/req; generator %.2f cores; other processes %.2f cores",
+		r.CPU.ServerCPUs, r.cpuPerReq(), r.CPU.Generator/r.Window.Seconds(), r.CPU.Other/r.Window.Seconds())
 }
 
 func (r loadResult) errorText() string {
@@ -169,6 +193,8 @@ type rawResult struct {
 	P99us  float64 `json:"p99_us"`
 	Sync   bool    `json:"sync_always"`
 	Pubs   int     `json:"publishers"`
+	CPUus  float64 `json:"cpu_us_per_msg"` // CPU of the whole process (publishers + server)
+	Other  float64 `json:"other_cores"`    // other processes on the machine
 }
 
 // system is one server under test.
@@ -303,9 +329,12 @@ func (e *errCounter) add(kind string) {
 
 // closedLoop runs conns workers back to back for warmup+dur; requests that
 // complete inside the measured window count.
-func closedLoop(ctx context.Context, t *target, conns int, warmup, dur time.Duration, maxReq int64) loadResult {
+func closedLoop(ctx context.Context, t *target, pid, conns int, warmup, dur time.Duration, maxReq int64) loadResult {
 	start := time.Now()
 	mStart, mEnd := start.Add(warmup), start.Add(warmup+dur)
+	var cpu0 cpuSnap
+	snapped := make(chan struct{})
+	time.AfterFunc(warmup, func() { cpu0 = takeCPU(pid); close(snapped) })
 	var sent, ok atomic.Int64
 	var errs errCounter
 	samples := make([][]int64, conns)
@@ -338,12 +367,15 @@ func closedLoop(ctx context.Context, t *target, conns int, warmup, dur time.Dura
 		}()
 	}
 	wg.Wait()
+	cpu1 := takeCPU(pid)
+	<-snapped
 	var all []int64
 	for _, s := range samples {
 		all = append(all, s...)
 	}
 	window := min(time.Since(mStart), dur)
-	r := loadResult{OK: ok.Load(), Errors: errs.m, Window: window, Lat: summarize(all), Duration: time.Since(start)}
+	r := loadResult{OK: ok.Load(), Errors: errs.m, Window: window, Lat: summarize(all), Duration: time.Since(start),
+		CPU: cpuBetween(cpu0, cpu1, time.Since(mStart).Seconds())}
 	r.Rate = float64(r.OK) / window.Seconds()
 	return r
 }
@@ -639,13 +671,13 @@ func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().UTC().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
-func loadPhases(ctx context.Context, o options, url string, s *system) {
+func loadPhases(ctx context.Context, o options, url string, pid int, s *system) {
 	progress("%s: closed loop, %d connections, %s (+%s warm-up)", s.Name, o.conns, o.duration, o.warmup)
 	t := newTarget(url, o.conns)
-	tp := closedLoop(ctx, t, o.conns, o.warmup, o.duration, o.maxReq)
+	tp := closedLoop(ctx, t, pid, o.conns, o.warmup, o.duration, o.maxReq)
 	t.close()
 	s.Throughput = &tp
-	progress("  %.0f req/s, p50 %s p99 %s, errors %s", tp.Rate, tp.Lat.P50, tp.Lat.P99, tp.errorText())
+	progress("  %.0f req/s, p50 %s p99 %s, errors %s; %s", tp.Rate, tp.Lat.P50, tp.Lat.P99, tp.errorText(), tp.cpuText())
 	if ctx.Err() != nil {
 		return
 	}
@@ -673,7 +705,7 @@ func benchBare(ctx context.Context, o options, self, tmp string) (*system, error
 		return nil, err
 	}
 	s := &system{Name: "bare echo handler"}
-	loadPhases(ctx, o, "http://"+addr+"/v1/callbacks/"+tenant, s)
+	loadPhases(ctx, o, "http://"+addr+"/v1/callbacks/"+tenant, c.cmd.Process.Pid, s)
 	return s, ctx.Err()
 }
 
@@ -741,7 +773,7 @@ func benchListener(ctx context.Context, o options, tmp string, sync bool) (*syst
 		return nil, err
 	}
 	s := &system{Name: name}
-	loadPhases(ctx, o, "http://"+addr+"/v1/callbacks/"+tenant, s)
+	loadPhases(ctx, o, "http://"+addr+"/v1/callbacks/"+tenant, c.cmd.Process.Pid, s)
 	if ctx.Err() != nil {
 		return s, ctx.Err()
 	}
@@ -826,7 +858,7 @@ func benchRaw(ctx context.Context, o options, self, tmp string, sync bool) (*raw
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
 		return nil, fmt.Errorf("raw child output %q: %w", lines[len(lines)-1], err)
 	}
-	progress("  %.0f msg/s, p50 %.0fµs p99 %.0fµs, errors %d", r.Rate, r.P50us, r.P99us, r.Errors)
+	progress("  %.0f msg/s, p50 %.0fµs p99 %.0fµs, errors %d; %.0f µs CPU/msg; other processes %.2f cores", r.Rate, r.P50us, r.P99us, r.Errors, r.CPUus, r.Other)
 	return &r, nil
 }
 
@@ -846,15 +878,21 @@ func render(o options, at time.Time, systems []*system, raws map[bool]*rawResult
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	w("Measured %s UTC on %s, %d CPUs (%s), Go %s; load generator, listener and NATS on the same machine, loopback only.\n",
 		at.Format("2006-01-02 15:04"), cpuModel(), runtime.NumCPU(), kernel(), strings.TrimPrefix(runtime.Version(), "go"))
+	w("Command: `%s`", o.command)
+	if o.label != "" {
+		w(" (%s)", o.label)
+	}
+	w(".\n")
 	w("Each phase: %s warm-up (not counted) + %s measured; %d keep-alive connections; callback body %.0f bytes, distinct packageId per request.\n\n",
 		o.warmup, o.duration, o.conns, meanBodySize())
 	w("**Throughput** (closed loop: %d connections, each sends its next request when the answer arrives)\n\n", o.conns)
-	w("| server under test | req/s | p50 / p99 at that load | non-200 / errors |\n|---|---:|---:|---|\n")
+	w("| server under test | req/s | p50 / p99 at that load | server CPU per request | server cores busy | generator cores busy | other processes' cores | non-200 / errors |\n|---|---:|---:|---:|---:|---:|---:|---|\n")
 	byName := map[string]*system{}
 	for _, s := range systems {
 		byName[s.Name] = s
 		if tp := s.Throughput; tp != nil {
-			w("| %s | **%.0f** | %s / %s | %s |\n", s.Name, tp.Rate, ms(tp.Lat.P50), ms(tp.Lat.P99), tp.errorText())
+			w("| %s | **%.0f** | %s / %s | %.0f µs | %.2f | %.2f | %.2f | %s |\n", s.Name, tp.Rate, ms(tp.Lat.P50), ms(tp.Lat.P99),
+				tp.cpuPerReq(), tp.CPU.ServerCPUs, tp.CPU.Generator/tp.Window.Seconds(), tp.CPU.Other/tp.Window.Seconds(), tp.errorText())
 		}
 	}
 	for _, sync := range []bool{false, true} {
@@ -866,8 +904,8 @@ func render(o options, at time.Time, systems []*system, raws map[bool]*rawResult
 		if sync {
 			mode = "with fsync (`SyncAlways: true`)"
 		}
-		w("| raw `js.Publish` + PubAck, %d publishers, %s | **%.0f** msg/s | %.2f ms / %.2f ms | %d |\n",
-			r.Pubs, mode, r.Rate, r.P50us/1000, r.P99us/1000, r.Errors)
+		w("| raw `js.Publish` + PubAck, %d publishers, %s | **%.0f** msg/s | %.2f ms / %.2f ms | %.0f µs (publishers + server) | %.2f | – | %.2f | %d |\n",
+			r.Pubs, mode, r.Rate, r.P50us/1000, r.P99us/1000, r.CPUus, r.CPUus*r.Rate/1e6, r.Other, r.Errors)
 	}
 	w("\n**Latency at a fixed %.0f req/s** (open loop: requests leave on a fixed timetable whatever the answers do; "+
 		"\"from scheduled\" counts any wait caused by a slow answer, so there is no coordinated omission; "+

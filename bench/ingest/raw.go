@@ -91,6 +91,9 @@ func rawChild(dir string, syncAlways bool, o options) error {
 	start := time.Now()
 	mStart, mEnd := start.Add(o.warmup), start.Add(o.warmup+o.duration)
 	var sent, ok, errs atomic.Int64
+	var cpu0 cpuSnap
+	snapped := make(chan struct{})
+	time.AfterFunc(o.warmup, func() { cpu0 = takeCPU(0); close(snapped) })
 	samples := make([][]int64, o.conns)
 	var wg sync.WaitGroup
 	for w := 0; w < o.conns; w++ {
@@ -121,6 +124,8 @@ func rawChild(dir string, syncAlways bool, o options) error {
 		}()
 	}
 	wg.Wait()
+	cpu1 := takeCPU(0)
+	<-snapped
 	var all []int64
 	for _, s := range samples {
 		all = append(all, s...)
@@ -129,7 +134,12 @@ func rawChild(dir string, syncAlways bool, o options) error {
 	lat := summarize(all)
 	b, _ := g.next()
 	res := rawResult{OK: ok.Load(), Errors: errs.Load(), Secs: window.Seconds(), Rate: float64(ok.Load()) / window.Seconds(),
+		CPUus: cpu1.self - cpu0.self, Other: cpu1.busy - cpu0.busy - (cpu1.self - cpu0.self),
 		Body: len(b), P50us: float64(lat.P50) / 1e3, P99us: float64(lat.P99) / 1e3, Sync: syncAlways, Pubs: o.conns}
+	if res.OK > 0 {
+		res.CPUus = res.CPUus / float64(res.OK) * 1e6
+	}
+	res.Other = max(0, res.Other) / time.Since(mStart).Seconds()
 	out, err := json.Marshal(res)
 	if err != nil {
 		return err
