@@ -24,14 +24,13 @@ func env(m map[string]string) func(string) (string, bool) {
 }
 
 func TestParseAppliesDefaultsAndExpandsEnv(t *testing.T) {
-	cfg, err := Parse([]byte(minimal), env(map[string]string{
+	if _, err := Parse([]byte(minimal), env(map[string]string{
 		"SECRET_KEY": fakeKey,
 		"ACME_KEY":   "fake: key # with yaml syntax",
-	}))
-	if err == nil {
+	})); err == nil {
 		t.Fatal("a callback key with whitespace must be refused")
 	}
-	cfg, err = Parse([]byte(minimal), env(map[string]string{"SECRET_KEY": fakeKey, "ACME_KEY": "fake:key#not-a-comment"}))
+	cfg, err := Parse([]byte(minimal), env(map[string]string{"SECRET_KEY": fakeKey, "ACME_KEY": "fake:key#not-a-comment"}))
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
