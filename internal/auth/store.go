@@ -49,11 +49,6 @@ type Lease struct {
 	Until  time.Time `json:"until"`
 }
 
-// leaseActive reports whether someone other than holder holds a live lease.
-func (ts *TokenSet) leaseHeldByOther(holder string, now time.Time) bool {
-	return ts.Lease != nil && ts.Lease.Holder != holder && now.Before(ts.Lease.Until)
-}
-
 // usable reports whether the access token can be handed out at now, margin
 // before its expiry.
 func (ts *TokenSet) usable(now time.Time, margin time.Duration) bool {

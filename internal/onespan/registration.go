@@ -218,7 +218,7 @@ func Register(ctx context.Context, c CallbackAPI, want Desired, dryRun bool, out
 		fmt.Fprintln(out, "dry run: nothing changed")
 		return d, nil
 	}
-	if err := c.SetCallback(ctx, Callback{URL: want.URL, Key: want.Key, Events: want.Events}); err != nil {
+	if err := c.SetCallback(ctx, Callback(want)); err != nil {
 		return d, err
 	}
 	after, err := c.GetCallback(ctx)
