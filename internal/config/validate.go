@@ -63,6 +63,7 @@ func (c *Config) Validate() error {
 	for _, id := range c.TenantIDs() {
 		c.Tenants[id].validate(&p, "tenants."+id, id)
 	}
+	c.validateCallbackClientOwners(&p)
 	if len(p) > 0 {
 		return &ValidationError{Problems: p}
 	}
@@ -77,6 +78,29 @@ func (c *Config) TenantIDs() []string {
 	}
 	sort.Strings(ids)
 	return ids
+}
+
+// validateCallbackClientOwners refuses a client id in two tenants: the token
+// endpoint is shared, so the client id alone says which tenant a token is for.
+func (c *Config) validateCallbackClientOwners(p *problems) {
+	owner := map[string]string{}
+	for _, id := range c.TenantIDs() {
+		t := c.Tenants[id]
+		if t == nil {
+			continue
+		}
+		for i, cl := range t.CallbackClients {
+			if cl.ClientID == "" {
+				continue
+			}
+			if first, ok := owner[cl.ClientID]; ok && first != id {
+				p.add(fmt.Sprintf("tenants.%s.callback_clients[%d].client_id", id, i),
+					"%q is already a client of tenant %s (a client id may belong to one tenant only)", cl.ClientID, first)
+				continue
+			}
+			owner[cl.ClientID] = id
+		}
+	}
 }
 
 func (s Server) validate(p *problems) {
@@ -202,6 +226,8 @@ func (t *Tenant) validate(p *problems, path, id string) {
 		cp := fmt.Sprintf("%s.callback_clients[%d]", path, i)
 		if c.ClientID == "" {
 			p.add(cp+".client_id", "required")
+		} else if strings.ContainsAny(c.ClientID, ": \t\r\n") {
+			p.add(cp+".client_id", "must not contain ':' or whitespace (it travels in HTTP Basic)")
 		}
 		if len(c.ClientSecret) < 16 {
 			p.add(cp+".client_secret", "must be at least 16 characters")
