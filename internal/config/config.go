@@ -20,6 +20,7 @@ type Config struct {
 	Admin     Admin              `yaml:"admin"`
 	Worker    Worker             `yaml:"worker"`
 	Reconcile Reconcile          `yaml:"reconcile"`
+	Tracing   Tracing            `yaml:"tracing"`
 	Tenants   map[string]*Tenant `yaml:"tenants"`
 
 	// UnsetVars lists the ${VAR}s that were referenced but not set.
@@ -80,6 +81,11 @@ type Worker struct {
 type Reconcile struct {
 	Interval Duration `yaml:"interval"`
 	Lookback Duration `yaml:"lookback"`
+}
+
+// Tracing configures OpenTelemetry export (off when the endpoint is empty).
+type Tracing struct {
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
 }
 
 // Tenant is one OneSpan account paired with one Salesforce org.

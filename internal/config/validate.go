@@ -57,6 +57,9 @@ func (c *Config) Validate() error {
 	if c.Reconcile.Lookback <= 0 {
 		p.add("reconcile.lookback", "must be positive")
 	}
+	if e := c.Tracing.OTLPEndpoint; e != "" && strings.Contains(e, "://") {
+		validateURL(&p, "tracing.otlp_endpoint", e, false)
+	}
 	if len(c.Tenants) == 0 {
 		p.add("tenants", "at least one tenant is required")
 	}
