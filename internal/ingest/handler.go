@@ -35,6 +35,9 @@ type Options struct {
 	MaxAuthFailures   int           // default 10
 	AuthFailureWindow time.Duration // default 1m
 	Now               func() time.Time
+	// CallbackTokens, when set, serves POST /oauth2/token for the tenants'
+	// callback_clients and accepts its bearer tokens beside the keys.
+	CallbackTokens CallbackTokens
 }
 
 // Handler serves POST /v1/callbacks/{tenant}.
@@ -81,6 +84,9 @@ func New(o Options) *Handler {
 // Register adds the callback route to e.
 func (h *Handler) Register(e *echo.Echo) {
 	e.POST("/v1/callbacks/:tenant", h.serve)
+	if h.o.CallbackTokens != nil {
+		e.POST(TokenPath, h.tokenEndpoint())
+	}
 }
 
 // Answer is the 200 body.
@@ -115,11 +121,12 @@ func (h *Handler) serve(c echo.Context) error {
 	if !known {
 		keys = decoy
 	}
-	if !keys.match(req.Header.Get(echo.HeaderAuthorization)) || !known {
+	authz := req.Header.Get(echo.HeaderAuthorization)
+	if ok, why := h.authorized(tenant, keys, authz); !ok || !known {
 		h.limiter.fail(ip)
 		count(noEvent, "unauthorized")
-		h.o.Logger.Warn("callback refused: bad or missing callback key", "tenant", label, "remote", ip)
-		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Basic realm="countersign"`)
+		h.o.Logger.Warn("callback refused: bad or missing callback key", "tenant", label, "remote", ip, "reason", why)
+		c.Response().Header().Set(echo.HeaderWWWAuthenticate, h.challenge(authz))
 		return c.JSON(http.StatusUnauthorized, unauthorized)
 	}
 
