@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/countersign/countersign/internal/auth"
 	"github.com/countersign/countersign/internal/config"
 	"github.com/countersign/countersign/internal/ingest"
 	"github.com/countersign/countersign/internal/logging"
@@ -120,12 +121,18 @@ func serve(ctx context.Context, cfg *config.Config, f *serveFlags) error {
 	group := supervisor.New(log)
 	var parts []supervisor.Part
 	if roles.ingest {
+		// Signed with secrets.keys, so a token from one replica works on all.
+		tokens, err := auth.NewCallbackTokensFromConfig(cfg.Secrets.Keys, auth.DefaultCallbackTokenTTL, nil)
+		if err != nil {
+			return err
+		}
 		ingest.New(ingest.Options{
-			Tenants:      cfg.Tenants,
-			MaxBodyBytes: cfg.Server.MaxBodyBytes,
-			Publisher:    q,
-			Metrics:      m,
-			Logger:       log,
+			Tenants:        cfg.Tenants,
+			MaxBodyBytes:   cfg.Server.MaxBodyBytes,
+			Publisher:      q,
+			Metrics:        m,
+			Logger:         log,
+			CallbackTokens: tokens,
 		}).Register(e)
 	}
 	if roles.admin {
