@@ -7,6 +7,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/countersign/countersign/internal/admin"
 	"github.com/countersign/countersign/internal/auth"
 	"github.com/countersign/countersign/internal/config"
 	"github.com/countersign/countersign/internal/ingest"
@@ -98,6 +99,18 @@ func (s *services) worker() (*sfpush.Worker, error) {
 
 // registerAdmin adds the OAuth connect routes, the admin API and the page.
 func (s *services) registerAdmin(e *echo.Echo) error {
-	_ = e
+	a, err := admin.New(admin.Options{
+		Config:    s.cfg,
+		Queue:     s.q,
+		Sources:   s.sources,
+		Connector: s.connector,
+		States:    s.states,
+		Metrics:   s.m,
+		Logger:    s.log,
+	})
+	if err != nil {
+		return err
+	}
+	a.Register(e)
 	return nil
 }
