@@ -9,10 +9,10 @@ import (
 // GrantInfo is what an operator may see of a tenant's stored grant: dates and
 // places, never a token.
 type GrantInfo struct {
-	Stored      bool   // a record exists in cs_tokens
-	Unsealable  bool   // it exists but secrets.keys cannot open it
-	Usable      bool   // it holds a refresh token and is not dead
-	Dead        bool   // Salesforce refused it (or the operator disconnected)
+	Stored      bool // a record exists in cs_tokens
+	Unsealable  bool // it exists but secrets.keys cannot open it
+	Usable      bool // it holds a refresh token and is not dead
+	Dead        bool // Salesforce refused it (or the operator disconnected)
 	DeadReason  string
 	InstanceURL string
 	IdentityURL string // https://login.salesforce.com/id/<org>/<user>: who approved
