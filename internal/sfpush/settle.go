@@ -32,6 +32,7 @@ func (tw *tenantWorker) settle(ctx context.Context, it *item) {
 			log.Warn("ack failed; the message will be redelivered and its writes repeated harmlessly", "error", err)
 		}
 		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "delivered").Inc()
+		tw.record(ctx, it, OutcomeDelivered, 0)
 		if !it.receivedAt.IsZero() {
 			m.EventDelivery.WithLabelValues(tw.t.ID).Observe(tw.w.o.Now().Sub(it.receivedAt).Seconds())
 		}
@@ -46,15 +47,18 @@ func (tw *tenantWorker) settle(ctx context.Context, it *item) {
 			log.Error("dead-letter failed; retrying the message", "error", err, "cause", it.err)
 			_ = it.msg.NakWithDelay(tw.backoff(it.deliveries))
 			m.EventsProcessed.WithLabelValues(tw.t.ID, event, "retried").Inc()
+			tw.record(ctx, it, OutcomeRetried, class)
 			return
 		}
 		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "dead_lettered").Inc()
+		tw.record(ctx, it, OutcomeDeadLettered, class)
 		log.Error("dead-lettered", "class", class.String(), "error", it.err)
 	case class == fault.Reconnect:
 		// The token machinery has marked the tenant needs_reconnect; the
 		// loop pauses on that. Nothing counts against the message.
 		_ = it.msg.NakWithDelay(tw.backoff(1))
 		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "retried").Inc()
+		tw.record(ctx, it, OutcomePaused, class)
 		log.Warn("tenant must be reconnected; event kept", "error", it.err)
 	case class == fault.Throttled:
 		until, _ := fault.ThrottledUntil(it.err)
@@ -64,10 +68,12 @@ func (tw *tenantWorker) settle(ctx context.Context, it *item) {
 		tw.throttle(ctx, until, it.err.Error())
 		_ = it.msg.NakWithDelay(until.Sub(tw.w.o.Now()))
 		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "retried").Inc()
+		tw.record(ctx, it, OutcomePaused, class)
 	default:
 		delay := tw.backoff(it.deliveries)
 		_ = it.msg.NakWithDelay(delay)
 		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "retried").Inc()
+		tw.record(ctx, it, OutcomeRetried, class)
 		log.Warn("delivery failed; will retry", "class", class.String(), "error", it.err, "retry_in", delay.String())
 	}
 }
@@ -120,4 +126,68 @@ func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, tenant strin
 		return fmt.Errorf("publish dead letter for message %d: %w", seq, err)
 	}
 	return nil
+}
+
+// Outcomes of one delivery attempt, as the delivery history records them.
+const (
+	OutcomeDelivered    = "delivered"
+	OutcomeRetried      = "retried"
+	OutcomeDeadLettered = "dead_lettered"
+	// OutcomePaused: the tenant was paused (reconnect or throttling); the
+	// event waits without counting against it.
+	OutcomePaused = "paused"
+)
+
+// Attempt is one settle decision about one message: the unit of the
+// delivery history (internal/history stores and queries them).
+type Attempt struct {
+	Time      time.Time `json:"time"`
+	Tenant    string    `json:"tenant"`
+	EventKey  string    `json:"event_key"`
+	Seq       uint64    `json:"seq"` // CALLBACKS stream sequence
+	PackageID string    `json:"package_id,omitempty"`
+	Event     string    `json:"event,omitempty"`
+	Source    string    `json:"source,omitempty"` // callback, reconcile, replay
+	// Attempt is the delivery count of this stored message (a replayed copy
+	// starts again at 1).
+	Attempt    uint64    `json:"attempt"`
+	Outcome    string    `json:"outcome"`
+	ErrorClass string    `json:"error_class,omitempty"`
+	Error      string    `json:"error,omitempty"`
+	ReceivedAt time.Time `json:"received_at,omitzero"`
+	// RecordID is the transaction's Salesforce Id and Files the uploaded
+	// ContentVersion Ids by document key, when known.
+	RecordID string            `json:"record_id,omitempty"`
+	Files    map[string]string `json:"files,omitempty"`
+}
+
+// Recorder keeps the delivery history. Record must return at once and never
+// fail delivery; Flush waits, within ctx, until what was recorded is stored.
+type Recorder interface {
+	Record(ctx context.Context, a Attempt)
+	Flush(ctx context.Context) error
+}
+
+// record hands the attempt to the history, if there is one.
+func (tw *tenantWorker) record(ctx context.Context, it *item, outcome string, class fault.Class) {
+	h := tw.w.o.History
+	if h == nil {
+		return
+	}
+	hdr := it.msg.Headers()
+	a := Attempt{
+		Time: tw.w.o.Now().UTC(), Tenant: tw.t.ID, Seq: it.seq, Attempt: it.deliveries, Outcome: outcome,
+		Source: hdr.Get(queue.HeaderSource), PackageID: hdr.Get(queue.HeaderPackage),
+		EventKey: hdr.Get(jetstream.MsgIDHeader), ReceivedAt: it.receivedAt,
+	}
+	if subj := it.msg.Subject(); strings.Contains(subj, ".") {
+		a.Event = subj[strings.LastIndexByte(subj, '.')+1:]
+	}
+	if it.ev != nil {
+		a.EventKey, a.Event, a.PackageID = it.key, it.ev.Name, it.ev.PackageID
+	}
+	if it.err != nil {
+		a.ErrorClass, a.Error = class.String(), truncate(it.err.Error(), 1024)
+	}
+	h.Record(ctx, a)
 }

@@ -50,6 +50,9 @@ type Options struct {
 	// GaugeInterval refreshes the queue gauges (default 15s).
 	GaugeInterval time.Duration
 	Now           func() time.Time
+	// History, when set, is told of every settle decision (delivery
+	// history for operators); it must never block or fail delivery.
+	History Recorder
 }
 
 // Worker delivers every tenant's callbacks; tenants run independently, so
@@ -106,6 +109,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	close(errs)
+	if w.o.History != nil {
+		// The last batch's attempts are recorded before NATS is closed.
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := w.o.History.Flush(fctx); err != nil {
+			w.log.Warn("delivery history not fully stored at shutdown", "error", err)
+		}
+		cancel()
+	}
 	var all []error
 	for err := range errs {
 		if err != nil && !errors.Is(err, context.Canceled) {
