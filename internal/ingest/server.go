@@ -12,8 +12,14 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/countersign/countersign/internal/config"
+	"github.com/countersign/countersign/internal/tracing"
 )
 
 // NewEcho builds the one public HTTP server's router with the settings every
@@ -28,6 +34,7 @@ func NewEcho(cfg config.Server) (*echo.Echo, error) {
 	e.IPExtractor = ipx
 	e.HTTPErrorHandler = jsonErrorHandler
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisablePrintStack: true}))
+	e.Use(traceRequests)
 	// echo's default http.Server has no timeouts at all.
 	e.Server.ReadHeaderTimeout = 5 * time.Second
 	e.Server.ReadTimeout = 30 * time.Second
@@ -53,6 +60,28 @@ func ipExtractor(trusted []string) (echo.IPExtractor, error) {
 		opts = append(opts, echo.TrustIPRange(n))
 	}
 	return echo.ExtractIPFromXFFHeader(opts...), nil
+}
+
+// traceRequests makes every request a server span (continuing a caller's
+// traceparent), so the stored callback and its delivery share one trace.
+func traceRequests(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		ctx := otel.GetTextMapPropagator().Extract(req.Context(), propagation.HeaderCarrier(req.Header))
+		ctx, span := tracing.Tracer().Start(ctx, req.Method+" "+c.Path(), trace.WithSpanKind(trace.SpanKindServer))
+		defer span.End()
+		c.SetRequest(req.WithContext(ctx))
+		err := next(c)
+		status := c.Response().Status
+		if he, ok := err.(*echo.HTTPError); ok {
+			status = he.Code
+		}
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+		if status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(status))
+		}
+		return err
+	}
 }
 
 type errorBody struct {

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/countersign/countersign/internal/callback"
+	"github.com/countersign/countersign/internal/tracing"
 )
 
 // Header names of ARCHITECTURE §4.
@@ -61,6 +62,7 @@ func (q *Queue) Publish(ctx context.Context, c Callback) (Published, error) {
 	msg.Header.Set(HeaderPackage, c.Event.PackageID)
 	msg.Header.Set(HeaderReceivedAt, c.ReceivedAt.UTC().Format(time.RFC3339Nano))
 	msg.Header.Set(HeaderSource, c.Source)
+	tracing.Inject(ctx, msg.Header) // traceparent: the worker continues the callback's trace
 	ack, err := q.js.PublishMsg(ctx, msg,
 		jetstream.WithMsgID(c.MsgID),
 		jetstream.WithExpectStream(CallbacksStream),

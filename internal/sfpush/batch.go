@@ -11,11 +11,15 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/countersign/countersign/internal/callback"
 	"github.com/countersign/countersign/internal/fault"
 	"github.com/countersign/countersign/internal/queue"
 	"github.com/countersign/countersign/internal/salesforce"
+	"github.com/countersign/countersign/internal/tracing"
 )
 
 // item is one message of a batch and what became of it.
@@ -43,12 +47,30 @@ func (tw *tenantWorker) process(ctx context.Context, msgs []jetstream.Msg) {
 	for _, m := range msgs {
 		items = append(items, tw.parse(m))
 	}
-	tw.reread(ctx, items)
-	tw.applyTransactions(ctx, items)
-	tw.applyEvents(ctx, items)
-	tw.applyDocuments(ctx, items)
+	// The batch continues the first callback's trace (a lone callback is one
+	// trace end to end) and links every other one.
+	var links []trace.Link
+	parent := ctx
+	for i, it := range items {
+		mctx := tracing.Extract(ctx, it.msg.Headers())
+		if i == 0 {
+			parent = mctx
+		} else if sc := trace.SpanContextFromContext(mctx); sc.IsValid() {
+			links = append(links, trace.Link{SpanContext: sc})
+		}
+	}
+	bctx, span := tracing.Tracer().Start(parent, "deliver batch", trace.WithLinks(links...),
+		trace.WithAttributes(attribute.String("tenant", tw.t.ID), attribute.Int("messages", len(items))))
+	defer span.End()
+	tw.reread(bctx, items)
+	tw.applyTransactions(bctx, items)
+	tw.applyEvents(bctx, items)
+	tw.applyDocuments(bctx, items)
 	for _, it := range items {
-		tw.settle(ctx, it)
+		tw.settle(bctx, it)
+		if it.err != nil {
+			span.SetStatus(codes.Error, "some messages failed")
+		}
 	}
 	if limit := tw.t.Salesforce.LastLimit(); limit.Known() && limit.Ratio() >= tw.w.o.MaxAPIUsage {
 		tw.throttle(ctx, tw.w.o.Now().Add(tw.w.o.UsagePause),

@@ -3,6 +3,7 @@ package sfpush
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/countersign/countersign/internal/auth"
@@ -10,6 +11,7 @@ import (
 	"github.com/countersign/countersign/internal/metrics"
 	"github.com/countersign/countersign/internal/onespan"
 	"github.com/countersign/countersign/internal/salesforce"
+	"github.com/countersign/countersign/internal/tracing"
 )
 
 // NewTenant builds the Salesforce and OneSpan clients of a configured tenant;
@@ -18,7 +20,7 @@ func NewTenant(id string, cfg *config.Tenant, src *auth.Source, m *metrics.Metri
 	sfCfg := salesforce.Config{
 		InstanceURL: cfg.Salesforce.InstanceURL,
 		APIVersion:  cfg.Salesforce.APIVersion,
-		HTTPClient:  src.Client(),
+		HTTPClient:  &http.Client{Transport: tracing.Transport(src.Client().Transport)},
 		Observer:    Observer(m, id),
 	}
 	if sfCfg.InstanceURL == "" {
@@ -38,6 +40,7 @@ func NewTenant(id string, cfg *config.Tenant, src *auth.Source, m *metrics.Metri
 		APIKey:       cfg.OneSpan.APIKey,
 		ClientID:     cfg.OneSpan.ClientApp.ClientID,
 		ClientSecret: cfg.OneSpan.ClientApp.Secret,
+		HTTPClient:   &http.Client{Transport: tracing.Transport(nil)},
 		Logger:       log,
 	})
 	if err != nil {
