@@ -23,6 +23,7 @@ import (
 	"github.com/countersign/countersign/internal/metrics"
 	"github.com/countersign/countersign/internal/queue"
 	"github.com/countersign/countersign/internal/supervisor"
+	"github.com/countersign/countersign/internal/tracing"
 )
 
 type serveFlags struct {
@@ -80,7 +81,8 @@ func newLogger(cfg *config.Config, f *serveFlags) (*slog.Logger, error) {
 	if format != logging.JSON && format != logging.Text {
 		return nil, fmt.Errorf("--log-format must be json or text, not %q", f.logFormat)
 	}
-	return logging.New(os.Stderr, format, level, secretsOf(cfg)), nil
+	// Outermost: trace ids are added after redaction (they are not secret).
+	return slog.New(tracing.LogHandler{Handler: logging.New(os.Stderr, format, level, secretsOf(cfg)).Handler()}), nil
 }
 
 func serve(ctx context.Context, cfg *config.Config, f *serveFlags) error {
@@ -93,6 +95,15 @@ func serve(ctx context.Context, cfg *config.Config, f *serveFlags) error {
 		return err
 	}
 	slog.SetDefault(log)
+	shutdownTracing, err := tracing.Setup(ctx, cfg.Tracing.OTLPEndpoint, version)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = shutdownTracing(sctx) // flushes the last spans
+	}()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
