@@ -45,6 +45,10 @@ type Config struct {
 	// InstanceURLFunc, when set, wins: a token refresh may move the org.
 	InstanceURL     string
 	InstanceURLFunc func() string
+	// InstanceURLSource, when set, wins over both: it may fail, and its
+	// error keeps its class (a token source that cannot reach Salesforce is
+	// Retryable; one whose grant is gone is Reconnect).
+	InstanceURLSource func(ctx context.Context) (string, error)
 	// APIVersion like "v62.0" ("62.0" is accepted too).
 	APIVersion string
 	// HTTPClient's transport adds the bearer token and handles 401 refresh.
@@ -114,11 +118,14 @@ func (c *Client) now() time.Time {
 	return time.Now()
 }
 
-func (c *Client) instanceURL() string {
-	if c.cfg.InstanceURLFunc != nil {
-		return c.cfg.InstanceURLFunc()
+func (c *Client) instanceURL(ctx context.Context) (string, error) {
+	switch {
+	case c.cfg.InstanceURLSource != nil:
+		return c.cfg.InstanceURLSource(ctx)
+	case c.cfg.InstanceURLFunc != nil:
+		return c.cfg.InstanceURLFunc(), nil
 	}
-	return c.cfg.InstanceURL
+	return c.cfg.InstanceURL, nil
 }
 
 // dataPath joins the REST base path with already-escaped segments.
@@ -287,7 +294,11 @@ type response struct {
 // every answer, and turns transport failures and non-2xx answers into
 // classified errors.
 func (c *Client) do(ctx context.Context, r request) (*response, error) {
-	base := strings.TrimRight(strings.TrimSpace(c.instanceURL()), "/")
+	instance, err := c.instanceURL(ctx)
+	if err != nil {
+		return nil, fault.New(fault.ClassOf(err), r.what, err)
+	}
+	base := strings.TrimRight(strings.TrimSpace(instance), "/")
 	if base == "" {
 		return nil, fault.Errorf(fault.Reconnect, r.what, "no salesforce instance url: tenant not connected")
 	}
@@ -332,7 +343,9 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 				return nil, fault.New(fault.ClassOf(serr), r.what, fmt.Errorf("read file content: %w", serr))
 			}
 		}
-		return nil, fault.New(fault.Retryable, r.what, scrubURL(err))
+		// The auth transport's own class (Reconnect when the grant is gone)
+		// survives; anything else on the way is a transient network fault.
+		return nil, fault.New(fault.ClassOf(err), r.what, scrubURL(err))
 	}
 	defer resp.Body.Close()
 	c.noteLimit(resp.Header)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"time"
 
 	"github.com/countersign/countersign/internal/auth"
 	"github.com/countersign/countersign/internal/config"
@@ -25,14 +24,9 @@ func NewTenant(id string, cfg *config.Tenant, src *auth.Source, m *metrics.Metri
 	}
 	if sfCfg.InstanceURL == "" {
 		// The instance comes with the token (and may move after a refresh).
-		sfCfg.InstanceURLFunc = func() string {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
+		sfCfg.InstanceURLSource = func(ctx context.Context) (string, error) {
 			_, u, err := src.Token(ctx)
-			if err != nil {
-				return ""
-			}
-			return u
+			return u, err
 		}
 	}
 	osc, err := onespan.New(onespan.Config{
