@@ -56,8 +56,8 @@ var decoyClient = &callbackClient{digests: [][32]byte{sha256.Sum256([]byte("no c
 // authorized accepts the tenant's callback key or, when tokens are on, a
 // bearer token issued for this tenant. why is for the log and holds no secret.
 func (h *Handler) authorized(tenant string, keys *keyring, header string) (ok bool, why string) {
-	if token, bearer := strings.CutPrefix(header, "Bearer "); bearer && h.o.CallbackTokens != nil {
-		got, err := h.o.CallbackTokens.Verify(strings.TrimSpace(token))
+	if token, bearer := bearerToken(header); bearer && h.o.CallbackTokens != nil {
+		got, err := h.o.CallbackTokens.Verify(token)
 		switch {
 		case err != nil:
 			return false, "oauth2 " + err.Error()
@@ -69,10 +69,19 @@ func (h *Handler) authorized(tenant string, keys *keyring, header string) (ok bo
 	return keys.match(header), "callback key"
 }
 
+// bearerToken reads "Bearer <token>"; the scheme is case-insensitive (RFC 9110).
+func bearerToken(header string) (string, bool) {
+	const scheme = "bearer "
+	if len(header) <= len(scheme) || !strings.EqualFold(header[:len(scheme)], scheme) {
+		return "", false
+	}
+	return strings.TrimSpace(header[len(scheme):]), true
+}
+
 // challenge is the WWW-Authenticate of a refused callback: RFC 6750's for a
 // bearer attempt, so an OAuth2 client drops its token and fetches another.
 func (h *Handler) challenge(header string) string {
-	if strings.HasPrefix(header, "Bearer ") && h.o.CallbackTokens != nil {
+	if _, bearer := bearerToken(header); bearer && h.o.CallbackTokens != nil {
 		return `Bearer realm="countersign", error="invalid_token"`
 	}
 	return `Basic realm="countersign"`

@@ -271,6 +271,7 @@ func TestCallbackWithBearerToken(t *testing.T) {
 		{"fresh token", ok("acme", "Bearer "+acmeToken, "b1"), 200},
 		{"other tenant's own token", ok("other", "Bearer "+otherToken, "b2"), 200},
 		{"basic key still works", ok("acme", "Basic "+keyNew, "b3"), 200},
+		{"scheme in lower case", ok("acme", "bearer "+acmeToken, "b3b"), 200},
 		{"acme's token on other's URL", ok("other", "Bearer "+acmeToken, "b4"), 401},
 		{"token on an unknown tenant", ok("nobody", "Bearer "+acmeToken, "b5"), 401},
 		{"tampered payload", ok("other", "Bearer "+tamperedPayload, "b6"), 401},
