@@ -60,6 +60,8 @@ type options struct {
 	publishers int
 	label      string
 	command    string
+	rounds     int
+	quiet      time.Duration
 }
 
 func main() {
@@ -77,6 +79,8 @@ func main() {
 	flag.StringVar(&o.phases, "phases", "bare,off,on,raw-off,raw-on", "comma-separated subset of phases to run")
 	flag.StringVar(&o.label, "label", "", "what was measured (e.g. the git revision), printed with the figures")
 	flag.StringVar(&o.command, "command", "", "the command line to print as the way to reproduce (default: this one)")
+	flag.IntVar(&o.rounds, "rounds", 3, "rounds of all phases; the report gives medians over rounds")
+	flag.DurationVar(&o.quiet, "quiet-wait", 30*time.Second, "before each phase, wait up to this long for other processes to go idle (0: don't)")
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "keep the listener's temp dir (config, store, log)")
 	flag.Parse()
 	o.publishers = o.conns
@@ -395,7 +399,7 @@ func openLoop(ctx context.Context, t *target, rate float64, conns int, warmup, d
 	// Jobs wait in this buffer when every connection is busy; that wait is
 	// part of the latency from the scheduled time.
 	jobs := make(chan job, 1<<16)
-	var ok atomic.Int64
+	var ok, inWindow atomic.Int64
 	var errs errCounter
 	type sample struct{ fromSched, service, lag int64 }
 	samples := make([][]sample, conns)
@@ -417,6 +421,9 @@ func openLoop(ctx context.Context, t *target, rate float64, conns int, warmup, d
 					continue
 				}
 				ok.Add(1)
+				if end.Before(mEnd) {
+					inWindow.Add(1)
+				}
 				local = append(local, sample{int64(end.Sub(j.sched)), int64(end.Sub(sentAt)), int64(sentAt.Sub(j.sched))})
 			}
 			samples[w] = local
@@ -470,7 +477,7 @@ func openLoop(ctx context.Context, t *target, rate float64, conns int, warmup, d
 		}
 		r.Errors["never sent (hard stop)"] = unsent
 	}
-	r.Rate = float64(r.OK) / dur.Seconds()
+	r.Rate = float64(inWindow.Load()) / dur.Seconds() // answered by the end of the window
 	return r
 }
 
@@ -592,8 +599,8 @@ func freeAddr() (string, error) {
 // ---------------------------------------------------------------- phases
 
 func run(ctx context.Context, o options) error {
-	if o.conns < 1 || o.rate <= 0 || o.duration <= 0 {
-		return errors.New("-conns, -rate and -duration must be positive")
+	if o.conns < 1 || o.rate <= 0 || o.duration <= 0 || o.rounds < 1 {
+		return errors.New("-conns, -rate, -duration and -rounds must be positive")
 	}
 	phases := map[string]bool{}
 	for _, p := range strings.Split(o.phases, ",") {
@@ -616,46 +623,17 @@ func run(ctx context.Context, o options) error {
 	}()
 
 	startedAt := time.Now().UTC()
-	var systems []*system
-	raws := map[bool]*rawResult{}
-
-	if phases["bare"] {
-		s, err := benchBare(ctx, o, self, tmp)
+	var rounds []*round
+	for i := 1; i <= o.rounds; i++ {
+		progress("round %d of %d", i, o.rounds)
+		rd, err := runRound(ctx, o, phases, self, tmp)
 		if err != nil {
-			return fmt.Errorf("bare handler: %w", err)
+			return err
 		}
-		systems = append(systems, s)
-	}
-	if phases["off"] {
-		s, err := benchListener(ctx, o, tmp, false)
-		if err != nil {
-			return fmt.Errorf("ingest, sync_always off: %w", err)
-		}
-		systems = append(systems, s)
-	}
-	if phases["raw-off"] {
-		r, err := benchRaw(ctx, o, self, tmp, false)
-		if err != nil {
-			return fmt.Errorf("raw publish without fsync: %w", err)
-		}
-		raws[false] = r
-	}
-	if phases["raw-on"] {
-		r, err := benchRaw(ctx, o, self, tmp, true)
-		if err != nil {
-			return fmt.Errorf("raw publish with fsync: %w", err)
-		}
-		raws[true] = r
-	}
-	if phases["on"] {
-		s, err := benchListener(ctx, o, tmp, true)
-		if err != nil {
-			return fmt.Errorf("ingest, sync_always on: %w", err)
-		}
-		systems = append(systems, s)
+		rounds = append(rounds, rd)
 	}
 
-	report := render(o, startedAt, systems, raws)
+	report := render(o, startedAt, rounds)
 	fmt.Println()
 	fmt.Println(report)
 	if o.readme != "" {
@@ -665,6 +643,94 @@ func run(ctx context.Context, o options) error {
 		fmt.Fprintln(os.Stderr, "updated", o.readme)
 	}
 	return nil
+}
+
+// round is one pass over every phase. Phases of a round run back to back so
+// that the ratios are taken between figures measured minutes apart at most;
+// the report gives the median over rounds.
+type round struct {
+	systems map[string]*system
+	raws    map[bool]*rawResult
+}
+
+const (
+	nameBare = "bare echo handler"
+	nameOff  = "ingest, sync_always off"
+	nameOn   = "ingest, sync_always on"
+)
+
+func runRound(ctx context.Context, o options, phases map[string]bool, self, tmp string) (*round, error) {
+	rd := &round{systems: map[string]*system{}, raws: map[bool]*rawResult{}}
+	if phases["bare"] {
+		waitQuiet(ctx, o.quiet)
+		s, err := benchBare(ctx, o, self, tmp)
+		if err != nil {
+			return nil, fmt.Errorf("bare handler: %w", err)
+		}
+		rd.systems[s.Name] = s
+	}
+	if phases["off"] {
+		waitQuiet(ctx, o.quiet)
+		s, err := benchListener(ctx, o, tmp, false)
+		if err != nil {
+			return nil, fmt.Errorf("ingest, sync_always off: %w", err)
+		}
+		rd.systems[s.Name] = s
+	}
+	if phases["raw-off"] {
+		waitQuiet(ctx, o.quiet)
+		r, err := benchRaw(ctx, o, self, tmp, false)
+		if err != nil {
+			return nil, fmt.Errorf("raw publish without fsync: %w", err)
+		}
+		rd.raws[false] = r
+	}
+	// raw-on right before on: both depend on the disk's fsync latency,
+	// which drifts.
+	if phases["raw-on"] {
+		waitQuiet(ctx, o.quiet)
+		r, err := benchRaw(ctx, o, self, tmp, true)
+		if err != nil {
+			return nil, fmt.Errorf("raw publish with fsync: %w", err)
+		}
+		rd.raws[true] = r
+	}
+	if phases["on"] {
+		waitQuiet(ctx, o.quiet)
+		s, err := benchListener(ctx, o, tmp, true)
+		if err != nil {
+			return nil, fmt.Errorf("ingest, sync_always on: %w", err)
+		}
+		rd.systems[s.Name] = s
+	}
+	return rd, ctx.Err()
+}
+
+// waitQuiet waits (at most max) until other processes use less than a
+// quarter of a core over one second: on a shared machine a concurrent build
+// or test run would otherwise be measured as the server's slowness.
+func waitQuiet(ctx context.Context, limit time.Duration) {
+	if limit <= 0 {
+		return
+	}
+	end := time.Now().Add(limit)
+	for {
+		a := takeCPU(0)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		b := takeCPU(0)
+		other := (b.busy - a.busy) - (b.self - a.self)
+		if !a.ok || other < 0.25 {
+			return
+		}
+		if time.Now().After(end) {
+			progress("machine still busy (other processes %.2f cores) after %s; measuring anyway", other, limit)
+			return
+		}
+	}
 }
 
 func progress(format string, args ...any) {
@@ -704,7 +770,7 @@ func benchBare(ctx context.Context, o options, self, tmp string) (*system, error
 	if err := waitReady(ctx, c, "http://"+addr+"/healthz", 15*time.Second); err != nil {
 		return nil, err
 	}
-	s := &system{Name: "bare echo handler"}
+	s := &system{Name: nameBare}
 	loadPhases(ctx, o, "http://"+addr+"/v1/callbacks/"+tenant, c.cmd.Process.Pid, s)
 	return s, ctx.Err()
 }
@@ -735,10 +801,9 @@ tenants:
 `
 
 func benchListener(ctx context.Context, o options, tmp string, sync bool) (*system, error) {
-	name := "ingest, sync_always off"
-	tag := "off"
+	name, tag := nameOff, "off"
 	if sync {
-		name, tag = "ingest, sync_always on", "on"
+		name, tag = nameOn, "on"
 	}
 	dir := filepath.Join(tmp, "listener-"+tag)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -864,8 +929,6 @@ func benchRaw(ctx context.Context, o options, self, tmp string, sync bool) (*raw
 
 // ---------------------------------------------------------------- report
 
-func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
-
 func verdict(ok bool) string {
 	if ok {
 		return "**met**"
@@ -873,7 +936,52 @@ func verdict(ok bool) string {
 	return "**missed**"
 }
 
-func render(o options, at time.Time, systems []*system, raws map[bool]*rawResult) string {
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// stat collects one figure over rounds.
+type stat []float64
+
+func (s stat) med() float64 { return median(s) }
+
+func (s stat) rng(format string) string {
+	if len(s) < 2 {
+		return ""
+	}
+	lo, hi := slicesMin(s), slicesMax(s)
+	return " (" + fmt.Sprintf(format, lo) + "–" + fmt.Sprintf(format, hi) + ")"
+}
+
+func slicesMin(s []float64) float64 {
+	m := s[0]
+	for _, v := range s {
+		m = min(m, v)
+	}
+	return m
+}
+
+func slicesMax(s []float64) float64 {
+	m := s[0]
+	for _, v := range s {
+		m = max(m, v)
+	}
+	return m
+}
+
+func msf(v float64) string { return fmt.Sprintf("%.2f ms", v) }
+
+func dms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+func render(o options, at time.Time, rounds []*round) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	w("Measured %s UTC on %s, %d CPUs (%s), Go %s; load generator, listener and NATS on the same machine, loopback only.\n",
@@ -883,70 +991,167 @@ func render(o options, at time.Time, systems []*system, raws map[bool]*rawResult
 		w(" (%s)", o.label)
 	}
 	w(".\n")
-	w("Each phase: %s warm-up (not counted) + %s measured; %d keep-alive connections; callback body %.0f bytes, distinct packageId per request.\n\n",
+	w("Each phase: %s warm-up (not counted) + %s measured; %d keep-alive connections; callback body %.0f bytes, distinct packageId per request. ",
 		o.warmup, o.duration, o.conns, meanBodySize())
-	w("**Throughput** (closed loop: %d connections, each sends its next request when the answer arrives)\n\n", o.conns)
-	w("| server under test | req/s | p50 / p99 at that load | server CPU per request | server cores busy | generator cores busy | other processes' cores | non-200 / errors |\n|---|---:|---:|---:|---:|---:|---:|---|\n")
-	byName := map[string]*system{}
-	for _, s := range systems {
-		byName[s.Name] = s
-		if tp := s.Throughput; tp != nil {
-			w("| %s | **%.0f** | %s / %s | %.0f µs | %.2f | %.2f | %.2f | %s |\n", s.Name, tp.Rate, ms(tp.Lat.P50), ms(tp.Lat.P99),
-				tp.cpuPerReq(), tp.CPU.ServerCPUs, tp.CPU.Generator/tp.Window.Seconds(), tp.CPU.Other/tp.Window.Seconds(), tp.errorText())
+	w("%d round(s) of all phases; figures are medians over rounds, (min–max) when there are several.\n\n", len(rounds))
+
+	sysStat := func(name string, f func(*system) (float64, bool)) stat {
+		var s stat
+		for _, rd := range rounds {
+			if sy := rd.systems[name]; sy != nil {
+				if v, ok := f(sy); ok {
+					s = append(s, v)
+				}
+			}
 		}
+		return s
+	}
+	tpStat := func(name string, f func(*loadResult) float64) stat {
+		return sysStat(name, func(s *system) (float64, bool) {
+			if s.Throughput == nil {
+				return 0, false
+			}
+			return f(s.Throughput), true
+		})
+	}
+	opStat := func(name string, f func(*loadResult) float64) stat {
+		return sysStat(name, func(s *system) (float64, bool) {
+			if s.Open == nil {
+				return 0, false
+			}
+			return f(s.Open), true
+		})
+	}
+	rawStat := func(sync bool, f func(*rawResult) float64) stat {
+		var s stat
+		for _, rd := range rounds {
+			if r := rd.raws[sync]; r != nil {
+				s = append(s, f(r))
+			}
+		}
+		return s
+	}
+	names := []string{nameBare, nameOff, nameOn}
+
+	w("**Throughput** (closed loop: %d connections, each sends its next request when the answer arrives)\n\n", o.conns)
+	w("| server under test | req/s | p50 / p99 at that load | server CPU per request | server cores busy | generator cores busy | other processes' cores | non-200 / errors |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, n := range names {
+		rate := tpStat(n, func(r *loadResult) float64 { return r.Rate })
+		if len(rate) == 0 {
+			continue
+		}
+		secs := func(r *loadResult) float64 { return r.Window.Seconds() }
+		w("| %s | **%.0f**%s | %s / %s | %.0f µs | %.2f | %.2f | %.2f | %.0f |\n", n, rate.med(), rate.rng("%.0f"),
+			msf(tpStat(n, func(r *loadResult) float64 { return dms(r.Lat.P50) }).med()),
+			msf(tpStat(n, func(r *loadResult) float64 { return dms(r.Lat.P99) }).med()),
+			tpStat(n, func(r *loadResult) float64 { return r.cpuPerReq() }).med(),
+			tpStat(n, func(r *loadResult) float64 { return r.CPU.ServerCPUs }).med(),
+			tpStat(n, func(r *loadResult) float64 { return r.CPU.Generator / secs(r) }).med(),
+			tpStat(n, func(r *loadResult) float64 { return r.CPU.Other / secs(r) }).med(),
+			tpStat(n, func(r *loadResult) float64 { return float64(r.errorCount()) }).med())
 	}
 	for _, sync := range []bool{false, true} {
-		r := raws[sync]
-		if r == nil {
+		rate := rawStat(sync, func(r *rawResult) float64 { return r.Rate })
+		if len(rate) == 0 {
 			continue
 		}
 		mode := "without fsync (default 2 min sync interval)"
 		if sync {
 			mode = "with fsync (`SyncAlways: true`)"
 		}
-		w("| raw `js.Publish` + PubAck, %d publishers, %s | **%.0f** msg/s | %.2f ms / %.2f ms | %.0f µs (publishers + server) | %.2f | – | %.2f | %d |\n",
-			r.Pubs, mode, r.Rate, r.P50us/1000, r.P99us/1000, r.CPUus, r.CPUus*r.Rate/1e6, r.Other, r.Errors)
+		w("| raw `js.Publish` + PubAck, %d publishers, %s | **%.0f**%s msg/s | %s / %s | %.0f µs (publishers + server) | %.2f | – | %.2f | %.0f |\n",
+			o.publishers, mode, rate.med(), rate.rng("%.0f"),
+			msf(rawStat(sync, func(r *rawResult) float64 { return r.P50us / 1000 }).med()),
+			msf(rawStat(sync, func(r *rawResult) float64 { return r.P99us / 1000 }).med()),
+			rawStat(sync, func(r *rawResult) float64 { return r.CPUus }).med(),
+			rawStat(sync, func(r *rawResult) float64 { return r.CPUus * r.Rate / 1e6 }).med(),
+			rawStat(sync, func(r *rawResult) float64 { return r.Other }).med(),
+			rawStat(sync, func(r *rawResult) float64 { return float64(r.Errors) }).med())
 	}
+
 	w("\n**Latency at a fixed %.0f req/s** (open loop: requests leave on a fixed timetable whatever the answers do; "+
 		"\"from scheduled\" counts any wait caused by a slow answer, so there is no coordinated omission; "+
-		"\"service\" is send to answer; \"send lag\" is the generator's own delay, scheduled to send)\n\n", o.rate)
-	w("| server under test | achieved req/s | p50 / p99 from scheduled | p50 / p99 service | send lag p50 / p99 | max from scheduled | non-200 / errors |\n")
-	w("|---|---:|---:|---:|---:|---:|---|\n")
-	for _, s := range systems {
-		if op := s.Open; op != nil {
-			w("| %s | %.0f | **%s / %s** | %s / %s | %s / %s | %s | %s |\n", s.Name, op.Rate, ms(op.Lat.P50), ms(op.Lat.P99),
-				ms(op.Service.P50), ms(op.Service.P99), ms(op.Lag.P50), ms(op.Lag.P99), ms(op.Lat.Max), op.errorText())
+		"\"service\" is send to answer; \"send lag\" is the generator's own delay from scheduled time to send, "+
+		"about 0.5 ms because Go's timers wake with 1 ms granularity when the process is idle)\n\n", o.rate)
+	w("| server under test | answered in window, req/s | p50 / p99 from scheduled | p50 / p99 service | send lag p50 / p99 | max from scheduled | non-200 / errors |\n")
+	w("|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, n := range names {
+		p99 := opStat(n, func(r *loadResult) float64 { return dms(r.Lat.P99) })
+		if len(p99) == 0 {
+			continue
 		}
+		w("| %s | %.0f | **%s / %s**%s | %s / %s | %s / %s | %s | %.0f |\n", n,
+			opStat(n, func(r *loadResult) float64 { return r.Rate }).med(),
+			msf(opStat(n, func(r *loadResult) float64 { return dms(r.Lat.P50) }).med()), msf(p99.med()), p99.rng("%.1f"),
+			msf(opStat(n, func(r *loadResult) float64 { return dms(r.Service.P50) }).med()),
+			msf(opStat(n, func(r *loadResult) float64 { return dms(r.Service.P99) }).med()),
+			msf(opStat(n, func(r *loadResult) float64 { return dms(r.Lag.P50) }).med()),
+			msf(opStat(n, func(r *loadResult) float64 { return dms(r.Lag.P99) }).med()),
+			msf(opStat(n, func(r *loadResult) float64 { return dms(r.Lat.Max) }).med()),
+			opStat(n, func(r *loadResult) float64 { return float64(r.errorCount()) }).med())
 	}
 	w("\n")
-	for _, s := range systems {
-		if s.Stored != "" || len(s.Notes) > 0 {
-			w("- %s: listener metrics after the run: %s", s.Name, s.Stored)
-			for _, n := range s.Notes {
-				w("; %s", n)
+	for i, rd := range rounds {
+		for _, n := range names {
+			s := rd.systems[n]
+			if s == nil || (s.Stored == "" && len(s.Notes) == 0) {
+				continue
+			}
+			w("- round %d, %s: listener metrics after the phase: %s", i+1, n, s.Stored)
+			for _, note := range s.Notes {
+				w("; %s", note)
 			}
 			w(".\n")
 		}
 	}
-	w("\n| target | measured | verdict |\n|---|---|---|\n")
-	bare, off, on := byName["bare echo handler"], byName["ingest, sync_always off"], byName["ingest, sync_always on"]
-	if bare != nil && off != nil && bare.Throughput != nil && off.Throughput != nil {
-		ratio := off.Throughput.Rate / bare.Throughput.Rate
-		w("| sync_always off: ingest ≥ 0.5× bare handler req/s | %.0f / %.0f = **%.2f×** | %s |\n",
-			off.Throughput.Rate, bare.Throughput.Rate, ratio, verdict(ratio >= 0.5))
+
+	// Ratios are taken within each round, then the median.
+	ratio := func(num, den func(*round) (float64, bool)) stat {
+		var s stat
+		for _, rd := range rounds {
+			a, ok1 := num(rd)
+			c, ok2 := den(rd)
+			if ok1 && ok2 && c > 0 {
+				s = append(s, a/c)
+			}
+		}
+		return s
 	}
-	if off != nil && off.Open != nil {
-		p99 := off.Open.Lat.P99
-		w("| sync_always off: p99 ≤ 5 ms at %.0f req/s (from scheduled time) | %s (service time %s) | %s |\n",
-			o.rate, ms(p99), ms(off.Open.Service.P99), verdict(p99 <= 5*time.Millisecond && off.Open.errorCount() == 0))
+	tp := func(name string) func(*round) (float64, bool) {
+		return func(rd *round) (float64, bool) {
+			if s := rd.systems[name]; s != nil && s.Throughput != nil {
+				return s.Throughput.Rate, true
+			}
+			return 0, false
+		}
 	}
-	if on != nil && on.Throughput != nil && raws[true] != nil {
-		ratio := on.Throughput.Rate / raws[true].Rate
-		w("| sync_always on: ingest ≥ 0.8× raw fsync publish ceiling | %.0f / %.0f = **%.2f×** | %s |\n",
-			on.Throughput.Rate, raws[true].Rate, ratio, verdict(ratio >= 0.8))
+	raw := func(rd *round) (float64, bool) {
+		if r := rd.raws[true]; r != nil {
+			return r.Rate, true
+		}
+		return 0, false
 	}
-	if bare != nil && on != nil && bare.Open != nil && on.Open != nil {
-		w("| (no target) sync_always on, p99 at %.0f req/s | %s (service time %s) | – |\n", o.rate, ms(on.Open.Lat.P99), ms(on.Open.Service.P99))
+	list := func(s stat, format string) string {
+		parts := make([]string, len(s))
+		for i, v := range s {
+			parts[i] = fmt.Sprintf(format, v)
+		}
+		return strings.Join(parts, ", ")
+	}
+	w("\n| target | measured (median; per round) | verdict |\n|---|---|---|\n")
+	if r := ratio(tp(nameOff), tp(nameBare)); len(r) > 0 {
+		w("| sync_always off: ingest ≥ 0.5× bare handler req/s | **%.2f×** (%s) | %s |\n", r.med(), list(r, "%.2f"), verdict(r.med() >= 0.5))
+	}
+	if p99 := opStat(nameOff, func(r *loadResult) float64 { return dms(r.Lat.P99) }); len(p99) > 0 {
+		errs := opStat(nameOff, func(r *loadResult) float64 { return float64(r.errorCount()) }).med()
+		w("| sync_always off: p99 ≤ 5 ms at %.0f req/s, from scheduled time | **%s** (%s) | %s |\n",
+			o.rate, msf(p99.med()), list(p99, "%.2f ms"), verdict(p99.med() <= 5 && errs == 0))
+	}
+	if r := ratio(tp(nameOn), raw); len(r) > 0 {
+		w("| sync_always on: ingest ≥ 0.8× raw fsync publish ceiling | **%.2f×** (%s) | %s |\n", r.med(), list(r, "%.2f"), verdict(r.med() >= 0.8))
+	}
+	if p99 := opStat(nameOn, func(r *loadResult) float64 { return dms(r.Lat.P99) }); len(p99) > 0 {
+		w("| (no target) sync_always on: p99 at %.0f req/s, from scheduled time | %s (%s) | – |\n", o.rate, msf(p99.med()), list(p99, "%.2f ms"))
 	}
 	return b.String()
 }
