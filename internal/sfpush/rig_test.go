@@ -265,3 +265,14 @@ func (rt *rigTenant) completePackage(t *testing.T, id string) {
 }
 
 func docKey(pkg, doc string) string { return fmt.Sprintf("%s/%s", pkg, doc) }
+
+func mustSource(t *testing.T, r *rig, id string) *auth.Source {
+	t.Helper()
+	rt := r.tenants[id]
+	src, err := auth.NewSource(auth.Options{Tenant: id, App: auth.AppFromConfig(rt.cfg.Salesforce, r.cfg.Server.PublicURL),
+		Sealer: r.sealer, Tokens: r.q.Tokens(), Tenants: r.q.Tenants(), Metrics: r.m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
+}

@@ -54,8 +54,10 @@ func (tw *tenantWorker) settle(ctx context.Context, it *item) {
 		tw.record(ctx, it, OutcomeDeadLettered, class)
 		log.Error("dead-lettered", "class", class.String(), "error", it.err)
 	case class == fault.Reconnect:
-		// The token machinery has marked the tenant needs_reconnect; the
-		// loop pauses on that. Nothing counts against the message.
+		// The token machinery has marked the tenant needs_reconnect (or it
+		// was never connected); the loop pauses until it is connected.
+		// Nothing counts against the message.
+		tw.awaitingConnect = true
 		_ = it.msg.NakWithDelay(tw.backoff(1))
 		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "retried").Inc()
 		tw.record(ctx, it, OutcomePaused, class)

@@ -137,6 +137,9 @@ type tenantWorker struct {
 	// localPause holds the tenant after a usage-based or throttling decision
 	// until the shared state catches up.
 	localPause time.Time
+	// awaitingConnect is set by a Reconnect-class failure and cleared when
+	// the shared state says connected (a connect or a token import).
+	awaitingConnect bool
 }
 
 // EnsureConsumer creates or updates the tenant's durable consumer.
@@ -238,6 +241,12 @@ func (tw *tenantWorker) paused(ctx context.Context) (bool, string) {
 	st, _, err := tw.w.o.States.Get(ctx, tw.t.ID)
 	if err != nil {
 		return true, "tenant state unreadable: " + err.Error()
+	}
+	if tw.awaitingConnect {
+		if st.State != auth.StateConnected {
+			return true, "not connected to salesforce (run `listener connect`)"
+		}
+		tw.awaitingConnect = false
 	}
 	if st.Paused(now) {
 		switch st.State {

@@ -327,3 +327,38 @@ func TestBurstIsBatchedIntoCollectionCalls(t *testing.T) {
 	}
 	t.Logf("600 events -> %d Salesforce calls (%.4f per event): %v", total, float64(total)/600, calls)
 }
+
+func TestNeverConnectedTenantWaitsForItsFirstConnect(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	acme := r.tenants["acme"]
+	// Forget the grant the rig imported: the tenant was never connected.
+	if err := r.q.Tokens().Purge(t.Context(), "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.q.Tenants().Purge(t.Context(), "acme"); err != nil {
+		t.Fatal(err)
+	}
+	acme.src = mustSource(t, r, "acme")
+	tenant, err := NewTenant("acme", acme.cfg, acme.src, r.m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme.tenant = tenant
+	r.start()
+	acme.newPackage(t, "pkg-wait")
+	r.eventually(10*time.Second, "a paused tenant", func() bool {
+		return strings.Contains(r.logs.String(), "tenant paused")
+	})
+	cons, _ := r.q.JetStream().Consumer(t.Context(), queue.CallbacksStream, ConsumerName("acme"))
+	before, _ := cons.Info(t.Context())
+	time.Sleep(500 * time.Millisecond) // a paused tenant must not spin on its messages meanwhile
+	after, _ := cons.Info(t.Context())
+	if after.NumRedelivered > before.NumRedelivered+1 {
+		t.Errorf("paused tenant kept redelivering: %d -> %d", before.NumRedelivered, after.NumRedelivered)
+	}
+	_, refresh := acme.sf.IssueTokens("api refresh_token")
+	if err := acme.src.Import(t.Context(), refresh, acme.sf.URL()); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually(10*time.Second, "delivered after the first connect", func() bool { return acme.status("pkg-wait") == "DRAFT" })
+}
