@@ -30,6 +30,9 @@ func newRootCmd() *cobra.Command {
 		newOneSpanCmd(),
 		newSandboxCmd(g),
 		newSendCmd(),
+		newConnectCmd(),
+		newDisconnectCmd(),
+		newTokensCmd(),
 	)
 	return root
 }
