@@ -218,3 +218,14 @@ func TestLogsHoldNoTokenCodeTicketOrSecret(t *testing.T) {
 		}
 	}
 }
+
+// Unknown admin paths are refused before routing says anything.
+func TestAPIUnknownPathNeedsTheTokenToo(t *testing.T) {
+	r := newRig(t, nil)
+	if code, body := r.api(http.MethodGet, "/nothing-here", "", nil); code != http.StatusUnauthorized {
+		t.Errorf("without token: %d %s", code, body)
+	}
+	if code, body := r.api(http.MethodGet, "/nothing-here", testAdminToken, nil); code != http.StatusNotFound || !strings.Contains(string(body), `"error"`) {
+		t.Errorf("with token: %d %s", code, body)
+	}
+}

@@ -61,6 +61,8 @@ func NewAuthenticator(tokens []string, limiter *failureLimiter, log *slog.Logger
 
 // SetSession adds the web page's session cookie as a credential accepted by
 // RequireSessionOrBearer (and the OAuth start route). Call before serving.
+// The cookie must be SameSite=Strict: the start route is a GET, and a
+// cross-site link must not start a flow with the operator's session.
 func (a *Authenticator) SetSession(s Credential) { a.session = s }
 
 // Bearer is the admin-token credential.

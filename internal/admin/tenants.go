@@ -187,10 +187,7 @@ func (a *Admin) pending(ctx context.Context, id string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("tenant %s: consumer: %w", id, err)
 	}
-	info := cons.CachedInfo()
-	if fresh, err := cons.Info(ctx); err == nil {
-		info = fresh
-	}
+	info := cons.CachedInfo() // fetched by Consumer just now
 	if info == nil {
 		return 0, nil
 	}
