@@ -1,8 +1,9 @@
 package main
 
 // In-process benchmarks of the ingest path, wired like cmd/listener/serve.go
-// (echo router from ingest.NewEcho, ingest.Handler, queue.Queue on an
-// embedded server, the redacting logger at the level the harness uses), so
+// (echo router from ingest.NewEcho with its tracing middleware, the tracer
+// provider without exporter, ingest.Handler with callback tokens, queue.Queue
+// on an embedded server, the redacting logger at the level the harness uses), so
 // the path can be profiled with go test's -cpuprofile:
 //
 //	go test ./bench/ingest -run '^$' -bench IngestSyncOff -cpuprofile /tmp/cpu.out
@@ -25,23 +26,37 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/countersign/countersign/internal/auth"
 	"github.com/countersign/countersign/internal/config"
 	"github.com/countersign/countersign/internal/ingest"
 	"github.com/countersign/countersign/internal/logging"
 	"github.com/countersign/countersign/internal/metrics"
 	"github.com/countersign/countersign/internal/queue"
+	"github.com/countersign/countersign/internal/tracing"
 )
 
 const callers = 64
 
-// productionLogger is what serve.go builds: the redacting handler over a
-// text handler, scrubbing every configured secret (here the same number of
-// secrets as the harness's generated config).
+const secretKey = "Y291bnRlcnNpZ24tZGV2LW9ubHktbm90LXNlY3JldCE="
+
+// productionLogger is what serve.go builds: trace ids added outside the
+// redacting handler over a text handler, scrubbing every configured secret
+// (here the same secrets as the harness's generated config).
 func productionLogger(level slog.Level) *slog.Logger {
 	s := &logging.Secrets{}
-	s.Add("Y291bnRlcnNpZ24tZGV2LW9ubHktbm90LXNlY3JldCE=", "bench-admin-token-not-secret", callbackKey,
-		"bench-onespan-api-key", "bench-sf-client-secret")
-	return logging.New(io.Discard, logging.Text, level, s)
+	s.Add(secretKey, "bench-admin-token-not-secret", callbackKey, "bench-onespan-api-key", "bench-sf-client-secret")
+	return slog.New(tracing.LogHandler{Handler: logging.New(io.Discard, logging.Text, level, s).Handler()})
+}
+
+// setupTracing installs the tracer provider as serve.go does with no OTLP
+// endpoint: spans are created and sampled, not exported.
+func setupTracing(tb testing.TB) {
+	tb.Helper()
+	shutdown, err := tracing.Setup(context.Background(), "", "bench")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = shutdown(context.Background()) })
 }
 
 func newIngest(tb testing.TB, syncAlways bool, log *slog.Logger) http.Handler {
@@ -54,16 +69,22 @@ func newIngest(tb testing.TB, syncAlways bool, log *slog.Logger) http.Handler {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(q.Close)
+	setupTracing(tb)
+	tokens, err := auth.NewCallbackTokensFromConfig([]string{secretKey}, auth.DefaultCallbackTokenTTL, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	e, err := ingest.NewEcho(d.Server)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	ingest.New(ingest.Options{
-		Tenants:      map[string]*config.Tenant{tenant: {CallbackKeys: []string{callbackKey}}},
-		MaxBodyBytes: d.Server.MaxBodyBytes,
-		Publisher:    q,
-		Metrics:      metrics.New(prometheus.NewRegistry()),
-		Logger:       log,
+		Tenants:        map[string]*config.Tenant{tenant: {CallbackKeys: []string{callbackKey}}},
+		MaxBodyBytes:   d.Server.MaxBodyBytes,
+		Publisher:      q,
+		Metrics:        metrics.New(prometheus.NewRegistry()),
+		Logger:         log,
+		CallbackTokens: tokens,
 	}).Register(e)
 	return e
 }

@@ -62,6 +62,7 @@ type options struct {
 	command    string
 	rounds     int
 	quiet      time.Duration
+	roles      string
 }
 
 func main() {
@@ -79,6 +80,7 @@ func main() {
 	flag.StringVar(&o.phases, "phases", "bare,off,on,raw-off,raw-on", "comma-separated subset of phases to run")
 	flag.StringVar(&o.label, "label", "", "what was measured (e.g. the git revision), printed with the figures")
 	flag.StringVar(&o.command, "command", "", "the command line to print as the way to reproduce (default: this one)")
+	flag.StringVar(&o.roles, "roles", "ingest", "listener --roles (ingest only: the worker would consume and retry the benchmark's callbacks meanwhile)")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds of all phases; the report gives medians over rounds")
 	flag.DurationVar(&o.quiet, "quiet-wait", 30*time.Second, "before each phase, wait up to this long for other processes to go idle (0: don't)")
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "keep the listener's temp dir (config, store, log)")
@@ -829,7 +831,7 @@ func benchListener(ctx context.Context, o options, tmp string, sync bool) (*syst
 	if err != nil {
 		return nil, err
 	}
-	c, err := startChild(bin, []string{"serve", "--config", cfg, "--log-format", "text", "--log-level", "warn"}, filepath.Join(dir, "listener.log"))
+	c, err := startChild(bin, []string{"serve", "--config", cfg, "--log-format", "text", "--log-level", "warn", "--roles", o.roles}, filepath.Join(dir, "listener.log"))
 	if err != nil {
 		return nil, err
 	}
@@ -993,7 +995,9 @@ func render(o options, at time.Time, rounds []*round) string {
 	w(".\n")
 	w("Each phase: %s warm-up (not counted) + %s measured; %d keep-alive connections; callback body %.0f bytes, distinct packageId per request. ",
 		o.warmup, o.duration, o.conns, meanBodySize())
-	w("%d round(s) of all phases; figures are medians over rounds, (min–max) when there are several.\n\n", len(rounds))
+	w("%d round(s) of all phases; figures are medians over rounds, (min–max) when there are several. ", len(rounds))
+	w("Listener: `serve --roles %s --log-level warn --log-format text`, generated config with one tenant, temp store dir; "+
+		"bare handler: echo v4 route that answers 200 and nothing else.\n\n", o.roles)
 
 	sysStat := func(name string, f func(*system) (float64, bool)) stat {
 		var s stat
