@@ -125,7 +125,7 @@ func (h *Handler) serve(c echo.Context) error {
 	if ok, why := h.authorized(tenant, keys, authz); !ok || !known {
 		h.limiter.fail(ip)
 		count(noEvent, "unauthorized")
-		h.o.Logger.Warn("callback refused: bad or missing callback key", "tenant", label, "remote", ip, "reason", why)
+		h.o.Logger.WarnContext(req.Context(), "callback refused: bad or missing callback key", "tenant", label, "remote", ip, "reason", why)
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, h.challenge(authz))
 		return c.JSON(http.StatusUnauthorized, unauthorized)
 	}
@@ -150,7 +150,7 @@ func (h *Handler) serve(c echo.Context) error {
 	ev, err := callback.Parse(body)
 	if err != nil {
 		count(noEvent, "invalid")
-		h.o.Logger.Info("callback rejected", "tenant", tenant, "reason", err.Error())
+		h.o.Logger.InfoContext(req.Context(), "callback rejected", "tenant", tenant, "reason", err.Error())
 		return c.JSON(http.StatusBadRequest, errorBody{Error: err.Error()})
 	}
 
@@ -167,7 +167,7 @@ func (h *Handler) serve(c echo.Context) error {
 		// No PubAck, no 2xx: OneSpan does not resend, so the sender must
 		// see the failure (and its failure e-mail) rather than a lie.
 		count(event, "unavailable")
-		log.Error("callback not persisted", "error", err, "timeout", errors.Is(err, context.DeadlineExceeded))
+		log.ErrorContext(ctx, "callback not persisted", "error", err, "timeout", errors.Is(err, context.DeadlineExceeded))
 		c.Response().Header().Set("Retry-After", "5")
 		return c.JSON(http.StatusServiceUnavailable, errorBody{Error: "queue unavailable, retry later"})
 	}
@@ -177,7 +177,7 @@ func (h *Handler) serve(c echo.Context) error {
 	}
 	count(event, outcome)
 	h.o.Metrics.CallbackIngest.WithLabelValues(tenant).Observe(h.o.Now().Sub(start).Seconds())
-	log.Info("callback stored", "seq", pub.Sequence, "duplicate", pub.Duplicate)
+	log.InfoContext(ctx, "callback stored", "seq", pub.Sequence, "duplicate", pub.Duplicate)
 	return c.JSON(http.StatusOK, Answer{ID: key, Duplicate: pub.Duplicate})
 }
 

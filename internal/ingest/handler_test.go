@@ -21,6 +21,7 @@ import (
 	"github.com/countersign/countersign/internal/logging"
 	"github.com/countersign/countersign/internal/metrics"
 	"github.com/countersign/countersign/internal/queue"
+	"github.com/countersign/countersign/internal/tracing"
 )
 
 const (
@@ -366,5 +367,43 @@ func TestLogsNeverContainTheCallbackKey(t *testing.T) {
 		if strings.Contains(out, k) {
 			t.Errorf("log contains a callback key:\n%s", out)
 		}
+	}
+}
+
+func TestLogLinesCarryTheTraceID(t *testing.T) {
+	r := newRig(t)
+	shutdown, err := tracing.Setup(t.Context(), "", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(t.Context())
+	var buf syncWriter
+	buf.w = &bytes.Buffer{}
+	e, _ := NewEcho(config.Default().Server)
+	log := slog.New(tracing.LogHandler{Handler: logging.New(&buf, logging.JSON, slog.LevelInfo, nil).Handler()})
+	New(Options{Tenants: map[string]*config.Tenant{"acme": {CallbackKeys: []string{keyNew}}}, MaxBodyBytes: 4096,
+		Publisher: r.q, Metrics: metrics.New(prometheus.NewRegistry()), Logger: log}).Register(e)
+	ts := httptest.NewServer(e)
+	defer ts.Close()
+	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/v1/callbacks/acme", strings.NewReader(payload("PACKAGE_COMPLETE", "traced")))
+	req.Header.Set("Authorization", "Basic "+keyNew)
+	req.Header.Set("Content-Type", jsonCT)
+	req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	resp.Body.Close()
+	buf.mu.Lock()
+	out := buf.w.(*bytes.Buffer).String()
+	buf.mu.Unlock()
+	if !strings.Contains(out, `"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"`) {
+		t.Errorf("the stored-callback log line lacks the caller's trace id:\n%s", out)
+	}
+	// And the stored message carries it on to the worker.
+	s, _ := r.q.JetStream().Stream(t.Context(), queue.CallbacksStream)
+	m, _ := s.GetLastMsgForSubject(t.Context(), "callbacks.acme.PACKAGE_COMPLETE")
+	if !strings.Contains(m.Header.Get("traceparent"), "4bf92f3577b34da6a3ce929d0e0e4736") {
+		t.Errorf("traceparent header = %q", m.Header.Get("traceparent"))
 	}
 }
