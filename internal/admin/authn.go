@@ -133,8 +133,8 @@ func (a *Authenticator) Refuse(c echo.Context, deny Denier, method string) error
 	return deny(c, http.StatusUnauthorized, "unauthorized")
 }
 
-// Blocked reports whether the client is refused for failing too often; the
-// ticket check uses it before looking a ticket up.
+// blocked reports whether the client is refused for failing too often, and
+// the Retry-After seconds; the ticket check uses it before any lookup.
 func (a *Authenticator) blocked(c echo.Context) (bool, int) {
 	blocked, left := a.limiter.blocked(c.RealIP())
 	return blocked, int(left.Seconds()) + 1
