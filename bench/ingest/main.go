@@ -624,6 +624,16 @@ func run(ctx context.Context, o options) error {
 		_ = os.RemoveAll(tmp)
 	}()
 
+	// A private copy: in a shared tree someone may rebuild bin/listener
+	// between two phases.
+	if phases["off"] || phases["on"] {
+		cp := filepath.Join(tmp, "listener")
+		if err := copyFile(o.listener, cp); err != nil {
+			return fmt.Errorf("listener binary: %w", err)
+		}
+		o.listener = cp
+	}
+
 	startedAt := time.Now().UTC()
 	var rounds []*round
 	for i := 1; i <= o.rounds; i++ {
@@ -645,6 +655,23 @@ func run(ctx context.Context, o options) error {
 		fmt.Fprintln(os.Stderr, "updated", o.readme)
 	}
 	return nil
+}
+
+func copyFile(from, to string) error {
+	src, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		_ = dst.Close()
+		return err
+	}
+	return dst.Close()
 }
 
 // round is one pass over every phase. Phases of a round run back to back so
