@@ -49,3 +49,18 @@ func StatusFor(name string) (Effect, string) {
 	}
 	return LogOnly, ""
 }
+
+// EventForStatus is the event that moves a transaction to status: the
+// inverse of the status table, for events synthesized by reconciliation.
+// DRAFT answers PACKAGE_CREATE (PACKAGE_DEACTIVATE also leads there).
+func EventForStatus(status string) (string, bool) {
+	if status == StatusDraft {
+		return PackageCreate, true
+	}
+	for name, s := range statusTable {
+		if s == status {
+			return name, true
+		}
+	}
+	return "", false
+}
