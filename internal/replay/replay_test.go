@@ -57,12 +57,15 @@ func TestReplayByEventKeyAndByFilter(t *testing.T) {
 		return acme.status("pkg-a") == "COMPLETED" && acme.status("pkg-b") == "COMPLETED" && len(acme.sf.ContentVersions()) == 6 &&
 			acme.sf.Count(sfsandbox.ObjEvent) == 12
 	})
-	page, err := store.Events(t.Context(), history.Filter{Tenant: "acme", PackageID: "pkg-a", Event: "PACKAGE_COMPLETE"}, history.Page{})
-	if err != nil || len(page.Events) != 1 {
-		t.Fatalf("completion of pkg-a in the history: %+v %v", page, err)
-	}
-	completeKey := page.Events[0].EventKey
-	r.eventually(5*time.Second, "history of the completion", func() bool { return attempts(t, store, completeKey) == 1 })
+	var completeKey string
+	r.eventually(5*time.Second, "the completion of pkg-a in the history", func() bool {
+		page, err := store.Events(t.Context(), history.Filter{Tenant: "acme", PackageID: "pkg-a", Event: "PACKAGE_COMPLETE"}, history.Page{})
+		if err != nil || len(page.Events) != 1 {
+			return false
+		}
+		completeKey = page.Events[0].EventKey
+		return true
+	})
 
 	// Dry runs count and store nothing.
 	for _, tc := range []struct {
