@@ -156,7 +156,11 @@ func serve(ctx context.Context, cfg *config.Config, f *serveFlags) error {
 		if err != nil {
 			return err
 		}
-		parts = append(parts, supervisor.Part{Name: "worker", Run: w.Run})
+		rc, err := svc.reconciler()
+		if err != nil {
+			return err
+		}
+		parts = append(parts, supervisor.Part{Name: "worker", Run: w.Run}, supervisor.Part{Name: "reconcile", Run: rc.Run})
 	}
 	ingest.Health{Ready: func(ctx context.Context) error {
 		if err := group.Healthy(); err != nil {

@@ -10,9 +10,11 @@ import (
 	"github.com/countersign/countersign/internal/admin"
 	"github.com/countersign/countersign/internal/auth"
 	"github.com/countersign/countersign/internal/config"
+	"github.com/countersign/countersign/internal/history"
 	"github.com/countersign/countersign/internal/ingest"
 	"github.com/countersign/countersign/internal/metrics"
 	"github.com/countersign/countersign/internal/queue"
+	"github.com/countersign/countersign/internal/reconcile"
 	"github.com/countersign/countersign/internal/sfpush"
 )
 
@@ -94,7 +96,23 @@ func (s *services) worker() (*sfpush.Worker, error) {
 		Tenants:   tenants,
 		Metrics:   s.m,
 		Logger:    s.log,
+		History: history.NewRecorder(history.RecorderOptions{JetStream: s.q.JetStream(), Packages: s.q.Packages(),
+			Retention: s.cfg.Queue.Retention.D(), Replicas: s.cfg.NATS.Replicas, Logger: s.log}),
 	})
+}
+
+// reconciler compares OneSpan with the delivered state every reconcile.interval.
+func (s *services) reconciler() (*reconcile.Reconciler, error) {
+	var tenants []reconcile.Tenant
+	for _, id := range s.cfg.TenantIDs() {
+		t, err := sfpush.NewTenant(id, s.cfg.Tenants[id], s.sources[id], s.m, s.log)
+		if err != nil {
+			return nil, fmt.Errorf("tenant %s: %w", id, err)
+		}
+		tenants = append(tenants, reconcile.Tenant{ID: id, Config: t.Config, OneSpan: t.OneSpan})
+	}
+	return reconcile.New(reconcile.Options{Publisher: s.q, JetStream: s.q.JetStream(), Packages: s.q.Packages(),
+		Tenants: tenants, Config: s.cfg.Reconcile, Metrics: s.m, Logger: s.log})
 }
 
 // registerAdmin adds the OAuth connect routes, the admin API and the page.
