@@ -170,6 +170,12 @@ func (l *Load) Run(ctx context.Context) {
 				_ = json.Unmarshal(e.Body, &ev)
 				ans, _ := onespan.SendCallback(ctx, hc, e.Target+"/v1/callbacks/"+e.Tenant, keys[e.Tenant], ev)
 				e.Status = ans.Status
+				if ans.Status == 0 && l.Rate > 0 {
+					// A refused connection fails at once; without this a
+					// sender behind schedule would burn its backlog against a
+					// restarting listener far faster than the nominal rate.
+					time.Sleep(time.Duration(float64(senders) / l.Rate * float64(time.Second)))
+				}
 				if ans.Status >= 200 && ans.Status < 300 {
 					var body struct {
 						ID string `json:"id"`
