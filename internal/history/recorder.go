@@ -43,6 +43,8 @@ type Recorder struct {
 	pending atomic.Int64
 	dropped atomic.Int64
 	failed  atomic.Int64
+	// lastDropLog is when a drop was last logged (unix ns).
+	lastDropLog atomic.Int64
 
 	mu      sync.Mutex
 	ensured bool
@@ -67,8 +69,12 @@ func (r *Recorder) Record(_ context.Context, a Attempt) {
 	select {
 	case r.sem <- struct{}{}:
 	default:
-		r.dropped.Add(1)
-		r.log.Warn("delivery history busy; attempt not recorded", "tenant", a.Tenant, "seq", a.Seq, "outcome", a.Outcome)
+		n := r.dropped.Add(1)
+		// One line per dropped burst, not one per attempt.
+		if last := r.lastDropLog.Load(); time.Since(time.Unix(0, last)) > 10*time.Second &&
+			r.lastDropLog.CompareAndSwap(last, time.Now().UnixNano()) {
+			r.log.Warn("delivery history busy; attempts not recorded", "tenant", a.Tenant, "seq", a.Seq, "dropped_total", n)
+		}
 		return
 	}
 	r.pending.Add(1)
@@ -99,7 +105,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	return nil
 }
 
-// Dropped and Failed count attempts not stored (busy; NATS error).
+// Dropped counts attempts not recorded because MaxPending were in flight.
 func (r *Recorder) Dropped() int64 { return r.dropped.Load() }
 
 // Failed counts attempts whose publish failed.

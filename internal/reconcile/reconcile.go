@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -154,13 +155,13 @@ func (r *Reconciler) RunOnce(ctx context.Context, tenant string, since time.Dura
 	lo := onespan.ListOptions{UpdatedFrom: r.o.Now().Add(-since)}
 	err = t.OneSpan.EachPackage(ctx, lo, r.o.PageSize, func(p *onespan.Package) error {
 		res.Checked++
-		if waiting[p.ID] {
-			res.Waiting++
-			return nil
-		}
 		st, _, err := packageState(ctx, r.o.Packages, tenant, p.ID)
 		if err != nil {
 			return err
+		}
+		if waiting.holds(p.ID, st) {
+			res.Waiting++
+			return nil
 		}
 		plan, err := r.plan(ctx, t, p, st)
 		if err != nil {
@@ -294,46 +295,75 @@ func (r *Reconciler) store(ctx context.Context, tenant string, s synthetic) (Syn
 	return out, nil
 }
 
-// waiting lists packages the worker has not finished with: stored events
-// past the tenant consumer's ack floor, and dead letters. Synthesizing for
-// them would only add a second copy of what is already on its way (or
-// failed for a reason reconciliation cannot fix).
-func (r *Reconciler) waiting(ctx context.Context, tenant string) (map[string]bool, error) {
-	out := map[string]bool{}
-	collect := func(m jetstream.Msg) (bool, error) {
-		if pkg := m.Headers().Get(queue.HeaderPackage); pkg != "" {
-			out[pkg] = true
+// waiting is what the worker has not finished with: stored events past
+// the tenant consumer's ack floor, and dead letters. Synthesizing for them
+// would only add a second copy of what is on its way (or failed for a reason
+// reconciliation cannot fix: replay it).
+type waiting struct {
+	tail map[string][]uint64 // package -> sequences past the ack floor
+	dead map[string]bool
+}
+
+// holds reports whether a package must be left alone. A message past the
+// floor whose sequence the package state lists was applied already (the
+// floor can sit behind one message on a long retry).
+func (w waiting) holds(pkg string, st sfpush.PackageState) bool {
+	if w.dead[pkg] {
+		return true
+	}
+	for _, seq := range w.tail[pkg] {
+		if !slices.Contains(st.Sequences, seq) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Reconciler) waiting(ctx context.Context, tenant string) (waiting, error) {
+	w := waiting{tail: map[string][]uint64{}, dead: map[string]bool{}}
+	tail := func(m jetstream.Msg) (bool, error) {
+		if md, err := m.Metadata(); err == nil {
+			if pkg := m.Headers().Get(queue.HeaderPackage); pkg != "" {
+				w.tail[pkg] = append(w.tail[pkg], md.Sequence.Stream)
+			}
 		}
 		return true, nil
 	}
+	var start uint64 = 1
 	cons, err := r.o.JetStream.Consumer(ctx, queue.CallbacksStream, sfpush.ConsumerName(tenant))
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		// No worker ever ran: everything stored is still waiting.
-		if _, err := history.Scan(ctx, r.o.JetStream, queue.CallbacksStream,
-			history.ScanOptions{Subjects: []string{"callbacks." + tenant + ".>"}, HeadersOnly: true}, collect); err != nil {
-			return nil, err
-		}
 	case err != nil:
-		return nil, fmt.Errorf("consumer of tenant %s: %w", tenant, err)
+		return w, fmt.Errorf("consumer of tenant %s: %w", tenant, err)
 	default:
 		info, err := cons.Info(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("consumer of tenant %s: %w", tenant, err)
+			return w, fmt.Errorf("consumer of tenant %s: %w", tenant, err)
 		}
-		if info.NumPending+uint64(info.NumAckPending) > 0 {
-			if _, err := history.Scan(ctx, r.o.JetStream, queue.CallbacksStream, history.ScanOptions{
-				Subjects: []string{"callbacks." + tenant + ".>"}, StartSeq: info.AckFloor.Stream + 1, HeadersOnly: true,
-			}, collect); err != nil {
-				return nil, err
-			}
+		start = info.AckFloor.Stream + 1
+		if info.NumPending+uint64(info.NumAckPending) == 0 {
+			start = 0
 		}
 	}
-	if _, err := history.Scan(ctx, r.o.JetStream, queue.DeadLetterStream,
-		history.ScanOptions{Subjects: []string{"deadletter." + tenant + ".>"}, HeadersOnly: true}, collect); err != nil {
-		return nil, err
+	if start > 0 {
+		if _, err := history.Scan(ctx, r.o.JetStream, queue.CallbacksStream, history.ScanOptions{
+			Subjects: []string{"callbacks." + tenant + ".>"}, StartSeq: start, HeadersOnly: true,
+		}, tail); err != nil {
+			return w, err
+		}
 	}
-	return out, nil
+	if _, err := history.Scan(ctx, r.o.JetStream, queue.DeadLetterStream, history.ScanOptions{
+		Subjects: []string{"deadletter." + tenant + ".>"}, HeadersOnly: true,
+	}, func(m jetstream.Msg) (bool, error) {
+		if pkg := m.Headers().Get(queue.HeaderPackage); pkg != "" {
+			w.dead[pkg] = true
+		}
+		return true, nil
+	}); err != nil {
+		return w, err
+	}
+	return w, nil
 }
 
 func packageState(ctx context.Context, kv jetstream.KeyValue, tenant, pkg string) (sfpush.PackageState, bool, error) {

@@ -206,3 +206,23 @@ func TestRunReconcilesOnItsIntervalAndStopsWithTheContext(t *testing.T) {
 		t.Errorf("Run with interval 0 returned %v before the context ended", err)
 	}
 }
+
+func TestDeadLetteredPackageIsLeftToReplay(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	acme := r.tenants["acme"]
+	acme.cfg.Salesforce.Objects.Event.Name = "No_Such_Object__c"
+	r.start()
+	acme.newPackage(t, "pkg-dead")
+	r.eventually(10*time.Second, "a dead letter", func() bool {
+		n, _ := sfpush.DeadLetterCount(t.Context(), r.q.JetStream(), "acme")
+		return n == 1
+	})
+	acme.os.HoldCallbacks(true)
+	if err := acme.os.Activate(t.Context(), "pkg-dead"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := newReconciler(t, r, 0).RunOnce(t.Context(), "acme", time.Hour)
+	if err != nil || res.Checked != 1 || res.Waiting != 1 || res.Synthesized != 0 {
+		t.Errorf("run %+v %v", res, err)
+	}
+}

@@ -65,6 +65,9 @@ type Options struct {
 	Logger    *slog.Logger
 	// MaxScan bounds the messages one selection reads (default history.DefaultMaxScan).
 	MaxScan int
+	// MaxMessages bounds the messages one replay or purge selects and holds
+	// in memory (default 100000): a larger selection is refused, to be split.
+	MaxMessages int
 }
 
 // Replayer replays and manages dead letters.
@@ -80,6 +83,9 @@ func New(o Options) (*Replayer, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxMessages <= 0 {
+		o.MaxMessages = 100_000
 	}
 	return &Replayer{o: o, log: o.Logger.With("component", "replay")}, nil
 }
@@ -206,11 +212,16 @@ func (r *Replayer) selectMessages(ctx context.Context, f Filter) ([]*stored, err
 	prefix += f.Tenant + "."
 	var out []*stored
 	seen := map[uint64]bool{}
-	keep := func(m *stored) {
+	tooMany := fmt.Errorf("replay: more than %d messages match; narrow the filter", r.o.MaxMessages)
+	keep := func(m *stored) error {
 		if !seen[m.seq] && r.matches(f, prefix, m) {
+			if len(out) == r.o.MaxMessages {
+				return tooMany
+			}
 			seen[m.seq] = true
 			out = append(out, m)
 		}
+		return nil
 	}
 	seqs, indexed, err := r.indexed(ctx, f)
 	if err != nil {
@@ -229,7 +240,9 @@ func (r *Replayer) selectMessages(ctx context.Context, f Filter) ([]*stored, err
 			if err != nil {
 				return nil, fmt.Errorf("read %s message %d: %w", streamName, seq, err)
 			}
-			keep(r.fromRaw(streamName, f.Tenant, raw))
+			if err := keep(r.fromRaw(streamName, f.Tenant, raw)); err != nil {
+				return nil, err
+			}
 		}
 	} else {
 		token := ">"
@@ -242,8 +255,7 @@ func (r *Replayer) selectMessages(ctx context.Context, f Filter) ([]*stored, err
 			if err != nil {
 				return true, nil
 			}
-			keep(r.build(streamName, f.Tenant, md.Sequence.Stream, m.Subject(), m.Headers(), m.Data(), md.Timestamp))
-			return true, nil
+			return true, keep(r.build(streamName, f.Tenant, md.Sequence.Stream, m.Subject(), m.Headers(), m.Data(), md.Timestamp))
 		})
 		if err != nil {
 			return nil, err

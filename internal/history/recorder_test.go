@@ -1,0 +1,57 @@
+package history_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/countersign/countersign/internal/config"
+	"github.com/countersign/countersign/internal/history"
+	"github.com/countersign/countersign/internal/queue"
+	ossandbox "github.com/countersign/countersign/internal/sandbox/onespan"
+)
+
+func TestRecordNeverBlocksWhenNATSIsGone(t *testing.T) {
+	cfg := config.Default()
+	cfg.NATS.StoreDir = t.TempDir()
+	cfg.NATS.SyncAlways = false
+	q, err := queue.Open(t.Context(), queue.Options{NATS: cfg.NATS, Queue: cfg.Queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := history.NewRecorder(history.RecorderOptions{JetStream: q.JetStream(), Packages: q.Packages(), MaxPending: 2, Timeout: time.Second})
+	q.Close()
+	start := time.Now()
+	for i := range 50 {
+		rec.Record(t.Context(), history.Attempt{Tenant: "acme", Seq: uint64(i + 1), EventKey: "k", Event: "PACKAGE_CREATE",
+			PackageID: "pkg-1", Attempt: 1, Outcome: history.Delivered, Time: time.Now()})
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("50 records took %s with NATS gone", d)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := rec.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Failed() == 0 || rec.Dropped() == 0 || rec.Failed()+rec.Dropped() != 50 {
+		t.Errorf("failed %d + dropped %d, want 50 with both counted", rec.Failed(), rec.Dropped())
+	}
+}
+
+func TestPausedTenantIsRecordedAsPaused(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	acme := r.tenants["acme"]
+	acme.sf.SetAccessTokenTTL(time.Millisecond) // the next call refreshes, with a revoked grant
+	acme.sf.RevokeAll()
+	r.start()
+	ev := ossandbox.NewEvent("PACKAGE_CREATE", "sender-1", "pkg-paused", "", "", time.Now())
+	if err := ossandbox.SendCallback(t.Context(), r.ingest+"/v1/callbacks/acme", acme.key, ev); err != nil {
+		t.Fatal(err)
+	}
+	store := history.NewStore(r.q.JetStream(), r.q.Packages())
+	r.eventually(10*time.Second, "a paused attempt", func() bool {
+		p, err := store.Events(t.Context(), history.Filter{Tenant: "acme", Outcome: history.Paused}, history.Page{})
+		return err == nil && len(p.Events) == 1 && p.Events[0].ErrorClass == "reconnect" && p.Events[0].PackageID == "pkg-paused"
+	})
+}
