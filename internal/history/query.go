@@ -22,7 +22,7 @@ import (
 //
 // Cost, honestly: HISTORY has no secondary index. Events scans the window's
 // attempts of the tenant (narrowed on the server by event name and start
-// time); Story scans 1/256 of the tenant's history (the key's shard);
+// time); Story scans 1/16 of the tenant's history (the key's shard);
 // PackageStory uses the package's CALLBACKS sequences kept in cs_packages,
 // reads those messages by sequence and scans only the subjects of their
 // events from the first one's arrival. Every scan is bounded (MaxScan).
@@ -150,11 +150,11 @@ func (s *Store) Events(ctx context.Context, f Filter, p Page) (EventPage, error)
 		}
 		page.Scanned, page.Truncated = ps.Scanned, ps.Truncated
 	} else {
-		event := "*"
+		subject := "history." + f.Tenant + ".>"
 		if f.Event != "" {
-			event = callback.SubjectToken(f.Event)
+			subject = "history." + f.Tenant + "." + callback.SubjectToken(f.Event) + ".*"
 		}
-		o := ScanOptions{Subjects: []string{"history." + f.Tenant + "." + event + ".*"}, From: f.From, Max: s.MaxScan}
+		o := ScanOptions{Subjects: []string{subject}, From: f.From, Max: s.MaxScan}
 		if !f.To.IsZero() {
 			o.Until = f.To.Add(time.Minute) // stored a little after it happened
 		}

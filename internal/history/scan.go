@@ -81,6 +81,16 @@ func Scan(ctx context.Context, js jetstream.JetStream, stream string, o ScanOpti
 		_ = js.DeleteConsumer(dctx, stream, info.Name)
 	}()
 	pending := int(info.NumPending)
+	if pending == 0 {
+		return res, nil
+	}
+	// A continuous pull with a deep buffer: several times faster than a
+	// Fetch per batch on long windows.
+	it, err := cons.Messages(jetstream.PullMaxMessages(min(pending, 2048)))
+	if err != nil {
+		return res, fmt.Errorf("scan %s: %w", stream, err)
+	}
+	defer it.Stop()
 	for res.Scanned < pending {
 		if res.Scanned >= o.Max {
 			res.Truncated = true
@@ -89,40 +99,28 @@ func Scan(ctx context.Context, js jetstream.JetStream, stream string, o ScanOpti
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		want := min(256, pending-res.Scanned, o.Max-res.Scanned)
-		batch, err := cons.Fetch(want, jetstream.FetchMaxWait(2*time.Second))
+		m, err := it.Next(jetstream.NextMaxWait(2 * time.Second))
+		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			break // the rest aged out while we read
+		}
 		if err != nil {
 			return res, fmt.Errorf("scan %s: %w", stream, err)
 		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			res.Scanned++
-			md, err := m.Metadata()
-			if err != nil {
-				continue
-			}
-			res.LastSeq = md.Sequence.Stream
-			if !o.Until.IsZero() && md.Timestamp.After(o.Until) {
-				pending = 0 // past the window: drain the batch and stop
-				continue
-			}
-			if pending == 0 {
-				continue
-			}
-			more, err := fn(m)
-			if err != nil {
-				return res, err
-			}
-			if !more {
-				pending = 0
-			}
+		res.Scanned++
+		md, err := m.Metadata()
+		if err != nil {
+			continue
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
-			return res, fmt.Errorf("scan %s: %w", stream, err)
+		res.LastSeq = md.Sequence.Stream
+		if !o.Until.IsZero() && md.Timestamp.After(o.Until) {
+			break
 		}
-		if n == 0 {
-			break // the rest aged out while we read
+		more, err := fn(m)
+		if err != nil {
+			return res, err
+		}
+		if !more {
+			break
 		}
 	}
 	return res, nil
