@@ -309,7 +309,7 @@ func (s *Store) Story(ctx context.Context, tenant, eventKey string) (Story, erro
 
 // PackageStory returns every event of a package with its attempts.
 func (s *Store) PackageStory(ctx context.Context, tenant, packageID string) (PackageStory, error) {
-	ps := PackageStory{Tenant: tenant, PackageID: packageID}
+	ps := PackageStory{Tenant: tenant, PackageID: packageID, Events: []Story{}}
 	state, ok, err := readState(ctx, s.packages, tenant, packageID)
 	if err != nil {
 		return ps, err

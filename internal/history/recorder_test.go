@@ -2,6 +2,7 @@ package history_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -54,4 +55,30 @@ func TestPausedTenantIsRecordedAsPaused(t *testing.T) {
 		p, err := store.Events(t.Context(), history.Filter{Tenant: "acme", Outcome: history.Paused}, history.Page{})
 		return err == nil && len(p.Events) == 1 && p.Events[0].ErrorClass == "reconnect" && p.Events[0].PackageID == "pkg-paused"
 	})
+}
+
+func TestQueriesBeforeAnyAttemptAnswerEmpty(t *testing.T) {
+	cfg := config.Default()
+	cfg.NATS.StoreDir = t.TempDir()
+	cfg.NATS.SyncAlways = false
+	q, err := queue.Open(t.Context(), queue.Options{NATS: cfg.NATS, Queue: cfg.Queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(q.Close)
+	store := history.NewStore(q.JetStream(), q.Packages()) // HISTORY does not exist yet
+	p, err := store.Events(t.Context(), history.Filter{Tenant: "acme"}, history.Page{})
+	if err != nil || len(p.Events) != 0 {
+		t.Errorf("events %+v %v", p, err)
+	}
+	if _, err := store.Story(t.Context(), "acme", "k"); !errors.Is(err, history.ErrNotFound) {
+		t.Errorf("story: %v", err)
+	}
+	ps, err := store.PackageStory(t.Context(), "acme", "pkg-none")
+	if err != nil || len(ps.Events) != 0 || ps.Indexed {
+		t.Errorf("package story %+v %v", ps, err)
+	}
+	if _, err := store.Events(t.Context(), history.Filter{}, history.Page{}); err == nil {
+		t.Error("events without a tenant")
+	}
 }
