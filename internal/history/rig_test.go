@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"sync"
@@ -274,8 +273,6 @@ func (rt *rigTenant) completePackage(t *testing.T, id string) {
 		}
 	}
 }
-
-func docKey(pkg, doc string) string { return fmt.Sprintf("%s/%s", pkg, doc) }
 
 func eventKey(t *testing.T, ev ossandbox.Event) string {
 	t.Helper()

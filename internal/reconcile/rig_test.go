@@ -3,7 +3,6 @@ package reconcile_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
@@ -14,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/countersign/countersign/internal/auth"
-	"github.com/countersign/countersign/internal/callback"
 	"github.com/countersign/countersign/internal/config"
 	"github.com/countersign/countersign/internal/history"
 	"github.com/countersign/countersign/internal/ingest"
@@ -257,35 +255,4 @@ func (rt *rigTenant) newPackage(t *testing.T, id string, docs ...ossandbox.Docum
 	}
 }
 
-// completePackage drives a package through the usual life.
-func (rt *rigTenant) completePackage(t *testing.T, id string) {
-	t.Helper()
-	ctx := t.Context()
-	rt.newPackage(t, id)
-	for _, step := range []func() error{
-		func() error { return rt.os.Activate(ctx, id) },
-		func() error { return rt.os.SignDocument(ctx, id, "doc-1", "signer-1") },
-		func() error { return rt.os.SignDocument(ctx, id, "doc-2", "signer-1") },
-		func() error { return rt.os.SignerComplete(ctx, id, "signer-1") },
-		func() error { return rt.os.Complete(ctx, id) },
-	} {
-		if err := step(); err != nil {
-			t.Fatalf("package %s: %v", id, err)
-		}
-	}
-}
-
 func docKey(pkg, doc string) string { return fmt.Sprintf("%s/%s", pkg, doc) }
-
-func eventKey(t *testing.T, ev ossandbox.Event) string {
-	t.Helper()
-	b, err := json.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parsed, err := callback.Parse(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return parsed.Key("acme")
-}

@@ -3,8 +3,6 @@ package replay_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"sync"
@@ -14,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/countersign/countersign/internal/auth"
-	"github.com/countersign/countersign/internal/callback"
 	"github.com/countersign/countersign/internal/config"
 	"github.com/countersign/countersign/internal/history"
 	"github.com/countersign/countersign/internal/ingest"
@@ -273,19 +270,4 @@ func (rt *rigTenant) completePackage(t *testing.T, id string) {
 			t.Fatalf("package %s: %v", id, err)
 		}
 	}
-}
-
-func docKey(pkg, doc string) string { return fmt.Sprintf("%s/%s", pkg, doc) }
-
-func eventKey(t *testing.T, ev ossandbox.Event) string {
-	t.Helper()
-	b, err := json.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parsed, err := callback.Parse(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return parsed.Key("acme")
 }
