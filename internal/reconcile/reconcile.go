@@ -48,7 +48,9 @@ type Options struct {
 	Logger    *slog.Logger
 	// PageSize of the OneSpan listing (default onespan.DefaultPageSize).
 	PageSize int
-	Now      func() time.Time
+	// MaxPackages bounds the packages one run compares (default 100000).
+	MaxPackages int
+	Now         func() time.Time
 }
 
 // Reconciler compares OneSpan with the applied state.
@@ -68,6 +70,9 @@ func New(o Options) (*Reconciler, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.MaxPackages <= 0 {
+		o.MaxPackages = 100_000
 	}
 	r := &Reconciler{o: o, log: o.Logger.With("component", "reconcile"), tenants: map[string]*Tenant{}}
 	for i := range o.Tenants {
@@ -154,6 +159,14 @@ func (r *Reconciler) RunOnce(ctx context.Context, tenant string, since time.Dura
 	}
 	lo := onespan.ListOptions{UpdatedFrom: r.o.Now().Add(-since)}
 	err = t.OneSpan.EachPackage(ctx, lo, r.o.PageSize, func(p *onespan.Package) error {
+		// Guards in case a listing ignores the date range: old packages and
+		// templates are not reconciled, and one run reads a bounded number.
+		if p.Type == "TEMPLATE" || (!p.Updated.IsZero() && p.Updated.Before(lo.UpdatedFrom.Truncate(time.Second))) {
+			return nil
+		}
+		if res.Checked >= r.o.MaxPackages {
+			return fmt.Errorf("more than %d packages changed within %s; shorten reconcile.lookback", r.o.MaxPackages, since)
+		}
 		res.Checked++
 		st, _, err := packageState(ctx, r.o.Packages, tenant, p.ID)
 		if err != nil {
