@@ -307,7 +307,11 @@ func (s *Store) Story(ctx context.Context, tenant, eventKey string) (Story, erro
 	return st, nil
 }
 
-// PackageStory returns every event of a package with its attempts.
+// PackageStory returns every event of a package with its attempts. The
+// index (cs_packages) lists a message once the worker wrote its transaction;
+// an event that never got that far (dead-lettered at the transaction write)
+// is missed unless another event of the same name and shard brings its
+// subject in. Without any index entry the tenant's whole history is scanned.
 func (s *Store) PackageStory(ctx context.Context, tenant, packageID string) (PackageStory, error) {
 	ps := PackageStory{Tenant: tenant, PackageID: packageID, Events: []Story{}}
 	state, ok, err := readState(ctx, s.packages, tenant, packageID)

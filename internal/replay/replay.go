@@ -269,6 +269,8 @@ func (r *Replayer) selectMessages(ctx context.Context, f Filter) ([]*stored, err
 }
 
 // indexed returns the sequences to read when an index answers the filter.
+// The package index lists messages whose transaction write succeeded: one
+// that failed before it is in DEADLETTER, which SourceDeadLetters replays.
 func (r *Replayer) indexed(ctx context.Context, f Filter) ([]uint64, bool, error) {
 	if len(f.Seqs) > 0 {
 		return f.Seqs, true, nil
