@@ -10,8 +10,10 @@ import (
 
 	"github.com/countersign/countersign/internal/auth"
 	"github.com/countersign/countersign/internal/config"
+	"github.com/countersign/countersign/internal/history"
 	"github.com/countersign/countersign/internal/metrics"
 	"github.com/countersign/countersign/internal/queue"
+	"github.com/countersign/countersign/internal/replay"
 )
 
 // Options configure the admin side.
@@ -24,6 +26,15 @@ type Options struct {
 	Metrics   *metrics.Metrics // may be nil
 	Logger    *slog.Logger     // may be nil
 	Now       func() time.Time // may be nil
+	// History, Replayer and Reconciler serve the events, dead-letter,
+	// replay and reconcile routes; without them those routes answer 503.
+	History    *history.Store
+	Replayer   *replay.Replayer
+	Reconciler Reconciler
+	// SessionIdle and SessionMaxAge bound a web page session (defaults 2h
+	// and 12h).
+	SessionIdle   time.Duration
+	SessionMaxAge time.Duration
 	// Auth failures tolerated per client address and window before 429.
 	MaxAuthFailures   int           // default 10
 	AuthFailureWindow time.Duration // default 1m
@@ -37,6 +48,7 @@ type Admin struct {
 	auth    *Authenticator
 	tickets *tickets
 	tenants []string // configured tenant ids, sorted
+	console *console
 }
 
 // New checks the options and builds the admin side.
@@ -78,6 +90,8 @@ func New(o Options) (*Admin, error) {
 		tickets: &tickets{kv: o.Queue.OAuth(), ttl: queue.OAuthTTL, now: o.Now},
 		tenants: o.Config.TenantIDs(),
 	}
+	a.console = newConsole(a)
+	a.auth.SetSession(a.console.sessions)
 	return a, nil
 }
 

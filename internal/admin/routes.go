@@ -12,12 +12,16 @@ const APIPrefix = "/api/admin/v1"
 func (a *Admin) Register(e *echo.Echo) {
 	api := e.Group(APIPrefix, noStore, a.auth.RequireBearer(denyJSON))
 	a.registerTenants(api)
+	a.registerOperations(api)
 
 	// Browser routes: the start route authenticates by itself (bearer,
 	// session or a single-use ticket); the callback is authenticated by the
 	// OAuth state.
 	oauth := e.Group("/oauth/salesforce", noStore)
 	a.registerOAuth(oauth)
+
+	// The operator web page: session cookie and CSRF tokens (console.go).
+	a.console.register(e.Group(consolePrefix))
 }
 
 // noStore keeps admin answers (tenant states, connect links, result pages)
