@@ -137,7 +137,7 @@ func run(ctx context.Context, o options) (string, error) {
 				fmt.Fprintf(os.Stderr, "drain: %d events over %d packages, latency %s, sync_always %v, %d replica(s)...\n",
 					o.drainEvents, o.drainPackages, o.latency, syncOn, replicas)
 				res, err := runBurst(ctx, burstOptions{events: o.drainEvents, packages: o.drainPackages, latency: o.latency,
-					syncAlways: syncOn, replicas: replicas, probe: i == 0, limit: o.drainLimit, log: logFile})
+					syncAlways: syncOn, replicas: replicas, probe: probeKeys(i), limit: o.drainLimit, log: logFile})
 				if err != nil {
 					return b.String(), fmt.Errorf("drain phase (sync_always %v, %d replicas): %w", syncOn, replicas, err)
 				}
@@ -154,4 +154,12 @@ func openLog(prefix, name string) (*os.File, error) {
 		return nil, nil
 	}
 	return os.Create(prefix + name)
+}
+
+// probeKeys: the KV probe runs once per sync setting, after its first drain.
+func probeKeys(run int) int {
+	if run == 0 {
+		return 2000
+	}
+	return 0
 }

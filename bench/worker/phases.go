@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -13,10 +15,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/countersign/countersign/internal/callback"
 	"github.com/countersign/countersign/internal/onespan"
+	"github.com/countersign/countersign/internal/queue"
 	ossandbox "github.com/countersign/countersign/internal/sandbox/onespan"
 	sfsandbox "github.com/countersign/countersign/internal/sandbox/salesforce"
 	"github.com/countersign/countersign/internal/sfpush"
@@ -128,8 +133,8 @@ func runBurst(ctx context.Context, o burstOptions) (burstResult, error) {
 	if err := verifyBurst(r, o, events, res); err != nil {
 		return res, err
 	}
-	if o.probe {
-		p, err := probeKV(ctx, r.q.Packages(), 2000, 32)
+	if o.probe > 0 {
+		p, err := probeKV(ctx, r.q, o.probe, 32)
 		if err != nil {
 			return res, fmt.Errorf("kv probe: %w", err)
 		}
@@ -143,8 +148,8 @@ type burstOptions struct {
 	syncAlways       bool
 	latency          time.Duration
 	documents        bool
-	replicas         int  // workers sharing the consumer (default 1)
-	probe            bool // measure KV round trips after the drain
+	replicas         int // workers sharing the consumer (default 1)
+	probe            int // measure KV round trips on this many keys after the drain (0: no)
 	limit            time.Duration
 	log              *os.File
 }
@@ -212,10 +217,17 @@ type kvProbe struct {
 	seqGet, seqPut       time.Duration
 	parGet, parPut       time.Duration
 	seqCreate, parCreate time.Duration
+	// batchPut is a CAS update per key, 200 keys per atomic batch publish
+	// (nats-server >= 2.12) instead of one request each; staleRejected says
+	// a batch holding one stale revision was refused whole.
+	batchPut      time.Duration
+	staleRejected bool
 }
 
-func probeKV(ctx context.Context, kv jetstream.KeyValue, n, inflight int) (kvProbe, error) {
+func probeKV(ctx context.Context, q *queue.Queue, n, inflight int) (kvProbe, error) {
+	kv := q.Packages()
 	p := kvProbe{n: n, inflight: inflight}
+	var seqRevs []uint64
 	value := bytes.Repeat([]byte("x"), 400) // about a PackageState's JSON
 	phase := func(par int, op func(i int) error) (time.Duration, error) {
 		start := time.Now()
@@ -260,15 +272,102 @@ func probeKV(ctx context.Context, kv jetstream.KeyValue, n, inflight int) (kvPro
 		if err != nil {
 			return p, err
 		}
-		put, err := phase(par, func(i int) error { _, err := kv.Update(ctx, prefix+strconv.Itoa(i), value, revs[i]); return err })
+		put, err := phase(par, func(i int) error {
+			rev, err := kv.Update(ctx, prefix+strconv.Itoa(i), value, revs[i])
+			revs[i] = rev
+			return err
+		})
 		if err != nil {
 			return p, err
 		}
 		if par == 1 {
 			p.seqCreate, p.seqGet, p.seqPut = create, get, put
+			seqRevs = revs // current revisions of probe1.*, for the batches below
 		} else {
 			p.parCreate, p.parGet, p.parPut = create, get, put
 		}
 	}
+	// The same CAS updates, 200 per atomic batch (the worker's batch size).
+	js := q.JetStream()
+	stream, err := js.Stream(ctx, "KV_"+queue.PackagesBucket)
+	if err != nil {
+		return p, err
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return p, err
+	}
+	sc := info.Config
+	sc.AllowAtomicPublish = true
+	if _, err := js.UpdateStream(ctx, sc); err != nil {
+		return p, fmt.Errorf("allow atomic publish on the bucket: %w", err)
+	}
+	const batchSize = 200
+	start := time.Now()
+	for from := 0; from+batchSize <= n; from += batchSize {
+		acks, err := atomicCAS(ctx, q, "probe1.", from, batchSize, value, seqRevs, -1)
+		if err != nil {
+			return p, err
+		}
+		for i, seq := range acks {
+			seqRevs[from+i] = seq
+		}
+	}
+	p.batchPut = time.Since(start) / time.Duration(n/batchSize*batchSize)
+	_, err = atomicCAS(ctx, q, "probe1.", 0, batchSize, value, seqRevs, batchSize/2)
+	p.staleRejected = err != nil && strings.Contains(err.Error(), "wrong last sequence")
 	return p, nil
+}
+
+// atomicCAS writes keys prefix<from..from+n) in one atomic batch, each with
+// its expected revision (the one at index stale is made wrong), and returns
+// the new revisions.
+func atomicCAS(ctx context.Context, q *queue.Queue, prefix string, from, n int, value []byte, revs []uint64, stale int) ([]uint64, error) {
+	nc := q.Conn()
+	id := nuid.Next()
+	for i := 0; i < n; i++ {
+		m := nats.NewMsg("$KV." + queue.PackagesBucket + "." + prefix + strconv.Itoa(from+i))
+		m.Data = value
+		m.Header.Set("Nats-Batch-Id", id)
+		m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
+		exp := revs[from+i]
+		if i == stale {
+			exp = 1
+		}
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(exp, 10))
+		if i < n-1 {
+			if err := nc.PublishMsg(m); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		m.Header.Set("Nats-Batch-Commit", "1")
+		resp, err := nc.RequestMsgWithContext(ctx, m)
+		if err != nil {
+			return nil, err
+		}
+		var ack struct {
+			Seq   uint64 `json:"seq"`
+			Count int    `json:"count"`
+			Error *struct {
+				Description string `json:"description"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(resp.Data, &ack); err != nil {
+			return nil, err
+		}
+		if ack.Error != nil {
+			return nil, errors.New(ack.Error.Description)
+		}
+		if ack.Count != n {
+			return nil, fmt.Errorf("atomic batch stored %d of %d", ack.Count, n)
+		}
+		// The batch's messages are stored consecutively, the last at ack.Seq.
+		out := make([]uint64, n)
+		for k := range out {
+			out[k] = ack.Seq - uint64(n-1-k)
+		}
+		return out, nil
+	}
+	return nil, errors.New("empty batch")
 }

@@ -136,12 +136,16 @@ func writeDrain(b *strings.Builder, rows []burstResult) {
 	}
 	if len(probes) > 0 {
 		b.WriteString("\ncs_packages round trips measured on the same store after the drain (per operation; 400-byte values):\n\n")
-		b.WriteString("| nats.sync_always | create, one at a time | get, one at a time | CAS update, one at a time | create, 32 in flight | get, 32 in flight | CAS update, 32 in flight |\n")
-		b.WriteString("|---|---|---|---|---|---|---|\n")
+		b.WriteString("| nats.sync_always | create, one at a time | get, one at a time | CAS update, one at a time | create, 32 in flight | get, 32 in flight | CAS update, 32 in flight | CAS update, 200 per atomic batch | batch with one stale revision |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 		for _, r := range probes {
 			p := r.probe
-			fmt.Fprintf(b, "| %v | %s | %s | %s | %s | %s | %s |\n", r.syncAlways, us(p.seqCreate), us(p.seqGet), us(p.seqPut),
-				us(p.parCreate), us(p.parGet), us(p.parPut))
+			stale := "ACCEPTED (unexpected)"
+			if p.staleRejected {
+				stale = "refused whole"
+			}
+			fmt.Fprintf(b, "| %v | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.syncAlways, us(p.seqCreate), us(p.seqGet), us(p.seqPut),
+				us(p.parCreate), us(p.parGet), us(p.parPut), us(p.batchPut), stale)
 		}
 	}
 	b.WriteString("\n")

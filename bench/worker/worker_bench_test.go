@@ -61,9 +61,12 @@ func TestCallsPerEventQuick(t *testing.T) {
 
 func TestDrainQuickWithDocuments(t *testing.T) {
 	res, err := runBurst(t.Context(), burstOptions{events: 400, packages: 20, latency: 2 * time.Millisecond,
-		syncAlways: true, documents: true, limit: time.Minute})
+		syncAlways: true, documents: true, probe: 200, limit: time.Minute})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if p := res.probe; p == nil || p.batchPut <= 0 || p.seqPut <= 0 || !p.staleRejected {
+		t.Errorf("kv probe %+v: want timings and a stale batch refused whole", p)
 	}
 	if res.calls["content_version"] != 60 {
 		t.Errorf("calls %v, want 60 uploads (20 packages x 3 files)", res.calls)
