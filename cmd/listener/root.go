@@ -33,6 +33,7 @@ func newRootCmd() *cobra.Command {
 		newConnectCmd(),
 		newDisconnectCmd(),
 		newTokensCmd(),
+		newEventsCmd(), newReplayCmd(), newDLQCmd(), newReconcileCmd(),
 	)
 	return root
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/countersign/countersign/internal/metrics"
 	"github.com/countersign/countersign/internal/queue"
 	"github.com/countersign/countersign/internal/reconcile"
+	"github.com/countersign/countersign/internal/replay"
 	"github.com/countersign/countersign/internal/sfpush"
 )
 
@@ -117,14 +118,26 @@ func (s *services) reconciler() (*reconcile.Reconciler, error) {
 
 // registerAdmin adds the OAuth connect routes, the admin API and the page.
 func (s *services) registerAdmin(e *echo.Echo) error {
+	store := history.NewStore(s.q.JetStream(), s.q.Packages())
+	rp, err := replay.New(replay.Options{JetStream: s.q.JetStream(), Packages: s.q.Packages(), History: store, Logger: s.log})
+	if err != nil {
+		return err
+	}
+	rc, err := s.reconciler()
+	if err != nil {
+		return err
+	}
 	a, err := admin.New(admin.Options{
-		Config:    s.cfg,
-		Queue:     s.q,
-		Sources:   s.sources,
-		Connector: s.connector,
-		States:    s.states,
-		Metrics:   s.m,
-		Logger:    s.log,
+		Config:     s.cfg,
+		Queue:      s.q,
+		Sources:    s.sources,
+		Connector:  s.connector,
+		States:     s.states,
+		Metrics:    s.m,
+		Logger:     s.log,
+		History:    store,
+		Replayer:   rp,
+		Reconciler: rc,
 	})
 	if err != nil {
 		return err

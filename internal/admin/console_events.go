@@ -337,7 +337,7 @@ func (cs *console) replayFilterOf(c echo.Context, purge bool) (filterForm, repla
 	if err != nil {
 		return f, replay.Filter{}, err
 	}
-	rf, err := replayFilter(f.Tenant, req)
+	rf, err := cs.a.replayFilter(f.Tenant, req)
 	return f, rf, err
 }
 

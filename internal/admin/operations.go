@@ -282,6 +282,8 @@ type ReplayRequest struct {
 	Event     string    `json:"event,omitempty"`
 	From      time.Time `json:"from,omitzero"`
 	To        time.Time `json:"to,omitzero"`
+	// Since sets From to this long before now (48h, 90m, 7d), instead of From.
+	Since string `json:"since,omitempty"`
 	// DryRun counts what would be replayed (or purged), and changes nothing.
 	DryRun bool `json:"dry_run,omitempty"`
 }
@@ -298,7 +300,7 @@ type ReplayAnswer struct {
 // application/x-ndjson): progress lines, then one line with the result or
 // the error.
 type ReplayProgress struct {
-	Progress *Progress    `json:"progress,omitempty"`
+	Progress *Progress     `json:"progress,omitempty"`
 	Result   *ReplayAnswer `json:"result,omitempty"`
 	Error    string        `json:"error,omitempty"`
 }
@@ -336,7 +338,17 @@ func readBody(c echo.Context, v any) error {
 }
 
 // replayFilter checks r and builds the replay filter.
-func replayFilter(tenant string, r ReplayRequest) (replay.Filter, error) {
+func (a *Admin) replayFilter(tenant string, r ReplayRequest) (replay.Filter, error) {
+	since, err := parseSince("since", r.Since)
+	if err != nil {
+		return replay.Filter{}, err
+	}
+	if since > 0 {
+		if !r.From.IsZero() {
+			return replay.Filter{}, badf("since and from: give one of them")
+		}
+		r.From = a.now().Add(-since).UTC()
+	}
 	f := replay.Filter{Tenant: tenant, PackageID: strings.TrimSpace(r.PackageID), Event: strings.TrimSpace(r.Event),
 		From: r.From, To: r.To, Source: r.Source, EventKeys: r.EventKeys, Seqs: r.Seqs}
 	if f.Source == "" {
@@ -381,7 +393,7 @@ func (a *Admin) apiReplay(c echo.Context) error {
 	if err := readBody(c, &req); err != nil {
 		return a.operationError(c, err)
 	}
-	f, err := replayFilter(tenant, req)
+	f, err := a.replayFilter(tenant, req)
 	if err != nil {
 		return a.operationError(c, err)
 	}
@@ -432,7 +444,7 @@ func (a *Admin) apiPurge(c echo.Context) error {
 		return a.operationError(c, err)
 	}
 	req.Source = replay.SourceDeadLetters
-	f, err := replayFilter(tenant, req)
+	f, err := a.replayFilter(tenant, req)
 	if err != nil {
 		return a.operationError(c, err)
 	}
