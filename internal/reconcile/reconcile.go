@@ -50,7 +50,11 @@ type Options struct {
 	PageSize int
 	// MaxPackages bounds the packages one run compares (default 100000).
 	MaxPackages int
-	Now         func() time.Time
+	// Grace leaves alone packages updated this recently (default 5m;
+	// negative: none): their callbacks may still be on their way from
+	// OneSpan, and are not in the queue yet for the waiting check to see.
+	Grace time.Duration
+	Now   func() time.Time
 }
 
 // Reconciler compares OneSpan with the applied state.
@@ -74,6 +78,9 @@ func New(o Options) (*Reconciler, error) {
 	if o.MaxPackages <= 0 {
 		o.MaxPackages = 100_000
 	}
+	if o.Grace == 0 {
+		o.Grace = 5 * time.Minute
+	}
 	r := &Reconciler{o: o, log: o.Logger.With("component", "reconcile"), tenants: map[string]*Tenant{}}
 	for i := range o.Tenants {
 		r.tenants[o.Tenants[i].ID] = &o.Tenants[i]
@@ -89,8 +96,9 @@ type Result struct {
 	// (an earlier run or another replica: the message id is deterministic).
 	Synthesized int `json:"synthesized"`
 	Duplicates  int `json:"duplicates"`
-	// Waiting packages were skipped: the worker has not settled their
-	// stored events yet, or they are in DEADLETTER (replay them instead).
+	// Waiting packages were skipped: updated within the grace period, the
+	// worker has not settled their stored events yet, or they are in
+	// DEADLETTER (replay them instead).
 	Waiting int           `json:"waiting"`
 	Events  []Synthesized `json:"events"`
 }
@@ -157,7 +165,9 @@ func (r *Reconciler) RunOnce(ctx context.Context, tenant string, since time.Dura
 	if err != nil {
 		return res, err
 	}
-	lo := onespan.ListOptions{UpdatedFrom: r.o.Now().Add(-since)}
+	now := r.o.Now()
+	lo := onespan.ListOptions{UpdatedFrom: now.Add(-since)}
+	settled := now.Add(-max(r.o.Grace, 0))
 	err = t.OneSpan.EachPackage(ctx, lo, r.o.PageSize, func(p *onespan.Package) error {
 		// Guards in case a listing ignores the date range: old packages and
 		// templates are not reconciled, and one run reads a bounded number.
@@ -172,7 +182,7 @@ func (r *Reconciler) RunOnce(ctx context.Context, tenant string, since time.Dura
 		if err != nil {
 			return err
 		}
-		if waiting.holds(p.ID, st) {
+		if waiting.holds(p.ID, st) || p.Updated.After(settled) {
 			res.Waiting++
 			return nil
 		}
@@ -225,7 +235,10 @@ func (r *Reconciler) plan(ctx context.Context, t *Tenant, p *onespan.Package, st
 		at = p.Completed.UTC()
 	}
 	if st.Status != status {
-		if status == callback.StatusDraft && st.Status != "" {
+		if status == callback.StatusDraft {
+			if st.Status == "" {
+				return nil, nil // a draft nobody signed: nothing was missed yet
+			}
 			event = callback.PackageDeactivate
 		}
 		// OneSpan's times have whole seconds: a state set later within

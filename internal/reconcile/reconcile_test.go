@@ -24,7 +24,7 @@ func newReconciler(t *testing.T, r *rig, interval time.Duration) *reconcile.Reco
 		Publisher: r.q, JetStream: r.q.JetStream(), Packages: r.q.Packages(),
 		Tenants: []reconcile.Tenant{{ID: "acme", Config: acme.cfg, OneSpan: acme.tenant.OneSpan}},
 		Config:  config.Reconcile{Interval: config.Duration(interval), Lookback: config.Duration(time.Hour)},
-		Metrics: r.m, PageSize: 2,
+		Metrics: r.m, PageSize: 2, Grace: -1,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +59,7 @@ func TestReconcileRepairsAPackageWhoseCallbacksWereNeverSent(t *testing.T) {
 		t.Fatalf("held callbacks: %d", len(acme.os.Held()))
 	}
 	// Another package OneSpan completed without any callback at all, and
-	// one still in draft the listener never heard of.
+	// one still in draft the listener never heard of (nothing to repair).
 	now := time.Now()
 	acme.os.AddPackage(ossandbox.Package{ID: "pkg-silent", Status: "COMPLETED", Created: now.Add(-time.Minute), Completed: now,
 		Updated: now, Documents: []ossandbox.Document{{ID: "doc-1", Name: "Contract", Signed: true}}})
@@ -73,12 +73,12 @@ func TestReconcileRepairsAPackageWhoseCallbacksWereNeverSent(t *testing.T) {
 	for _, e := range res.Events {
 		got[e.PackageID] = e.Event
 	}
-	if res.Checked != 3 || res.Synthesized != 3 || got["pkg-missed"] != "PACKAGE_COMPLETE" || got["pkg-silent"] != "PACKAGE_COMPLETE" ||
-		got["pkg-draft"] != "PACKAGE_CREATE" {
+	if res.Checked != 3 || res.Synthesized != 2 || got["pkg-missed"] != "PACKAGE_COMPLETE" || got["pkg-silent"] != "PACKAGE_COMPLETE" ||
+		got["pkg-draft"] != "" {
 		t.Fatalf("first run %+v", res)
 	}
 	r.eventually(20*time.Second, "both completed with their files", func() bool {
-		return acme.status("pkg-missed") == "COMPLETED" && acme.status("pkg-silent") == "COMPLETED" && acme.status("pkg-draft") == "DRAFT" &&
+		return acme.status("pkg-missed") == "COMPLETED" && acme.status("pkg-silent") == "COMPLETED" &&
 			len(acme.sf.ContentVersions()) == 3+2
 	})
 	txn := acme.transaction("pkg-missed")
@@ -96,7 +96,7 @@ func TestReconcileRepairsAPackageWhoseCallbacksWereNeverSent(t *testing.T) {
 	if err != nil || m.Header.Get(queue.HeaderSource) != queue.SourceReconcile {
 		t.Errorf("stored synthesized event: %v %v", m, err)
 	}
-	if testutil.ToFloat64(r.m.ReconciledEvents.WithLabelValues("acme")) != 3 {
+	if testutil.ToFloat64(r.m.ReconciledEvents.WithLabelValues("acme")) != 2 {
 		t.Errorf("countersign_reconciled_events_total = %v", testutil.ToFloat64(r.m.ReconciledEvents.WithLabelValues("acme")))
 	}
 
@@ -222,6 +222,24 @@ func TestDeadLetteredPackageIsLeftToReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := newReconciler(t, r, 0).RunOnce(t.Context(), "acme", time.Hour)
+	if err != nil || res.Checked != 1 || res.Waiting != 1 || res.Synthesized != 0 {
+		t.Errorf("run %+v %v", res, err)
+	}
+}
+
+func TestRecentlyUpdatedPackageWaitsForItsCallbacks(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	acme := r.tenants["acme"]
+	acme.os.AddPackage(ossandbox.Package{ID: "pkg-fresh", Status: "COMPLETED", Updated: time.Now(), Completed: time.Now()})
+	rc, err := reconcile.New(reconcile.Options{
+		Publisher: r.q, JetStream: r.q.JetStream(), Packages: r.q.Packages(), Metrics: r.m,
+		Tenants: []reconcile.Tenant{{ID: "acme", Config: acme.cfg, OneSpan: acme.tenant.OneSpan}},
+		// The default grace: a callback sent a moment ago may be in flight.
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := rc.RunOnce(t.Context(), "acme", time.Hour)
 	if err != nil || res.Checked != 1 || res.Waiting != 1 || res.Synthesized != 0 {
 		t.Errorf("run %+v %v", res, err)
 	}
