@@ -24,6 +24,7 @@ import (
 	"github.com/countersign/countersign/internal/queue"
 	ossandbox "github.com/countersign/countersign/internal/sandbox/onespan"
 	sfsandbox "github.com/countersign/countersign/internal/sandbox/salesforce"
+	"github.com/countersign/countersign/internal/sfpush"
 )
 
 const (
@@ -146,9 +147,19 @@ func TestClusterDeliversEveryAcceptedCallbackOnceThroughFaults(t *testing.T) {
 	// would: the workers find it there.
 	natsCfg := config.Default().NATS
 	natsCfg.URL, natsCfg.Replicas = clusterURL(nodes), 3
-	q, err := queue.Open(ctx, queue.Options{NATS: natsCfg, Queue: config.Default().Queue})
-	if err != nil {
-		t.Fatal(err)
+	// The meta group may answer before it counts every peer online: R3
+	// placement fails until it does.
+	var q *queue.Queue
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		q, err = queue.Open(ctx, queue.Options{NATS: natsCfg, Queue: config.Default().Queue})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	t.Cleanup(q.Close)
 	sealer, err := auth.NewSealer([]string{rig.SealKey})
@@ -261,6 +272,17 @@ func TestClusterDeliversEveryAcceptedCallbackOnceThroughFaults(t *testing.T) {
 		rep.Sent, rep.OK, rep.Unavailable, rep.NoAnswer, rep.Other, rep.Delivered, rep.Lost, rep.Doubled,
 		rep.Extra, rep.WrongID, rep.BadTransactions, rep.FilesMissing, rep.FilesDoubled, time.Since(began).Round(time.Millisecond))
 	if !ok {
+		for i, pkg := range rep.BadPackages {
+			if i == 10 {
+				break
+			}
+			e, err := q.Packages().Get(ctx, sfpush.PackageKey(tenantID, pkg))
+			if err != nil {
+				t.Logf("cs_packages %s: %v", pkg, err)
+				continue
+			}
+			t.Logf("cs_packages %s (revision %d): %s", pkg, e.Revision(), e.Value())
+		}
 		for _, l := range append(ingest, workers...) {
 			t.Logf("log of %s (%s):\n%s", l.Addr, l.Roles, l.LogTail(3000))
 		}

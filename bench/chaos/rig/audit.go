@@ -32,6 +32,9 @@ type Report struct {
 	FilesMissing        int // documents of delivered completions not in Salesforce
 	FilesDoubled        int // document keys with more than one ContentVersion
 	Problems            []string
+	// BadPackages are the ids behind BadTransactions and FilesMissing, for
+	// diagnosis.
+	BadPackages []string
 }
 
 // Settled is true when nothing accepted is missing or wrong.
@@ -93,6 +96,7 @@ func Audit(entries []Entry, tenants []Tenant) Report {
 		txns := o.transactions[k.pkg]
 		if len(txns) != 1 {
 			r.BadTransactions++
+			r.BadPackages = append(r.BadPackages, k.pkg)
 			r.problem("package %s: %d transaction records", k.pkg, len(txns))
 			continue
 		}
@@ -132,6 +136,7 @@ func checkTransaction(r *Report, o *org, pkg string, txn sfsandbox.Record, evs [
 	gotLast, _ := txn["Last_Event__c"].(string)
 	if got != want || gotLast != last.Event || completed != (txn["Completed_At__c"] != nil) {
 		r.BadTransactions++
+		r.BadPackages = append(r.BadPackages, pkg)
 		r.problem("package %s: status %q last event %q completed_at %v; want %q, %q, completed %v",
 			pkg, got, gotLast, txn["Completed_At__c"], want, last.Event, completed)
 		return
@@ -143,6 +148,7 @@ func checkTransaction(r *Report, o *org, pkg string, txn sfsandbox.Record, evs [
 		files := o.files[pkg+"/"+doc]
 		if len(files) == 0 {
 			r.FilesMissing++
+			r.BadPackages = append(r.BadPackages, pkg)
 			r.problem("package %s: no file %s", pkg, doc)
 			continue
 		}
