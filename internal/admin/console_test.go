@@ -55,7 +55,9 @@ func (p *pageClient) do(method, path string, form url.Values) (*http.Response, s
 	return resp, string(b)
 }
 
-func (p *pageClient) get(path string) (*http.Response, string) { return p.do(http.MethodGet, path, nil) }
+func (p *pageClient) get(path string) (*http.Response, string) {
+	return p.do(http.MethodGet, path, nil)
+}
 
 func (p *pageClient) post(path string, form url.Values) (*http.Response, string) {
 	return p.do(http.MethodPost, path, form)
