@@ -6,6 +6,7 @@
 //	nats    restart the external NATS server twice during the load (SIGTERM, then SIGKILL)
 //	faults  30% of Salesforce REST calls fail (every fault kind of the emulator)
 //	revoke  two tenants; one's grant is revoked mid-run and a new token imported later
+//	workers two worker processes on external NATS; one SIGKILLed five times
 //
 // It prints one table and rewrites the chaos section of bench/README.md.
 package main
@@ -47,7 +48,7 @@ func run() int {
 	flag.IntVar(&o.callbacks, "callbacks", 20000, "callbacks per scenario")
 	flag.Float64Var(&o.rate, "rate", 1000, "callbacks per second (open loop); 0 = as fast as the senders go")
 	flag.IntVar(&o.senders, "senders", 16, "concurrent senders")
-	flag.StringVar(&o.scenarios, "scenarios", "kill,nats,faults,revoke", "comma list of scenarios to run")
+	flag.StringVar(&o.scenarios, "scenarios", "kill,nats,faults,revoke,workers", "comma list of scenarios to run")
 	flag.DurationVar(&o.settle, "settle", 3*time.Minute, "how long to wait after the load for every 2xx to be delivered")
 	flag.StringVar(&o.readme, "readme", "bench/README.md", "file whose chaos section is rewritten (empty: do not write)")
 	flag.StringVar(&o.command, "command", "", "command line shown in the README")
@@ -78,10 +79,11 @@ func run() int {
 	}
 
 	all := map[string]scenario{
-		"kill":   {name: "kill", run: scenarioKill},
-		"nats":   {name: "nats", run: scenarioNATS},
-		"faults": {name: "faults", run: scenarioFaults},
-		"revoke": {name: "revoke", run: scenarioRevoke},
+		"kill":    {name: "kill", run: scenarioKill},
+		"nats":    {name: "nats", run: scenarioNATS},
+		"faults":  {name: "faults", run: scenarioFaults},
+		"revoke":  {name: "revoke", run: scenarioRevoke},
+		"workers": {name: "workers", run: scenarioWorkers},
 	}
 	var results []*result
 	began := time.Now()

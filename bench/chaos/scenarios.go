@@ -264,3 +264,67 @@ func reconnect(ctx context.Context, natsAddr string, t rig.Tenant, tc rig.Tenant
 	_, refresh := t.SF.IssueTokens("api refresh_token")
 	return state, src.Import(ctx, refresh, t.SF.URL())
 }
+
+// scenarioWorkers: one ingest and two worker processes sharing an external
+// NATS server; one worker is SIGKILLed five times mid-batch and restarted,
+// while the other keeps delivering the same tenant's events.
+func scenarioWorkers(ctx context.Context, e *env, r *result) {
+	r.what = "one ingest and two worker processes on an external NATS server; worker 1 SIGKILLed 5 times and restarted"
+	if e.o.natsd == "" {
+		r.fail(fmt.Errorf("-natsd is required"))
+		return
+	}
+	addr, err := rig.FreeAddr()
+	if err != nil {
+		r.fail(err)
+		return
+	}
+	if err := os.MkdirAll(e.dir, 0o700); err != nil {
+		r.fail(err)
+		return
+	}
+	n := &natsd{bin: e.o.natsd, addr: addr, store: filepath.Join(e.dir, "natsd"), log: filepath.Join(e.dir, "natsd.log")}
+	if err := n.start(ctx); err != nil {
+		r.fail(err)
+		return
+	}
+	e.closers = append(e.closers, func() { _ = n.stop(syscall.SIGKILL) })
+	t, tc, err := e.org("acme", true)
+	if err != nil {
+		r.fail(err)
+		return
+	}
+	cfg := rig.Config{NATSURL: "nats://" + addr, Replicas: 1, Tenants: []rig.TenantConfig{tc}}
+	if _, err := e.listener(ctx, "ingest", "ingest", cfg); err != nil {
+		r.fail(err)
+		return
+	}
+	var workers []*rig.Listener
+	for _, name := range []string{"worker-1", "worker-2"} {
+		w, err := e.listener(ctx, name, "worker", cfg)
+		if err != nil {
+			r.fail(err)
+			return
+		}
+		workers = append(workers, w)
+	}
+	// Workers take no callbacks: only the ingest process is a target.
+	e.mu.Lock()
+	e.targets = e.targets[:1]
+	e.mu.Unlock()
+	var faults []fault
+	for i := 1; i <= 5; i++ {
+		faults = append(faults, fault{at: float64(i) / 6, what: fmt.Sprintf("SIGKILL worker-1 (%d) and restart", i),
+			do: func(ctx context.Context) error {
+				if err := workers[0].Kill(); err != nil {
+					return err
+				}
+				if err := workers[0].Start(ctx, 60*time.Second); err != nil {
+					return fmt.Errorf("%w\n%s", err, workers[0].LogTail(2000))
+				}
+				return nil
+			}})
+	}
+	e.drive(ctx, r, []rig.Tenant{t}, faults)
+	e.stop(r)
+}
