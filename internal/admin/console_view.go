@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/countersign/countersign/internal/auth"
-	"github.com/countersign/countersign/internal/callback"
 	"github.com/countersign/countersign/internal/replay"
 )
 
@@ -44,7 +43,6 @@ var viewFuncs = template.FuncMap{
 		return (time.Duration(*s) * time.Second).String()
 	},
 	"join":    strings.Join,
-	"label":   callback.Label,
 	"pretty":  prettyJSON,
 	"outcome": outcomeLabel,
 	"counts":  sortedCounts,
