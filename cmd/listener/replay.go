@@ -111,7 +111,7 @@ func runReplay(cmd *cobra.Command, c *adminClient, f *replayFlags, req admin.Rep
 		if err := json.Unmarshal(line, &p); err != nil {
 			return fmt.Errorf("decoding the listener's progress: %w", err)
 		}
-		if p.Progress != nil {
+		if p.Progress != nil && c.output != "json" {
 			fmt.Fprintf(cmd.ErrOrStderr(), "progress: %d/%d messages\n", p.Progress.Done, p.Progress.Total)
 		}
 		if p.Result != nil {
