@@ -2,7 +2,6 @@ package sfpush
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -157,79 +157,124 @@ func merge(st *PackageState, items []*item) (sfChanged bool) {
 }
 
 // applyTransactions upserts the batch's transaction records in collection
-// calls, then records the new states by compare-and-swap. A writer that loses
-// a CAS re-reads and writes the merged state again, so Salesforce converges to
-// the newest status whatever order concurrent writers reach it in.
+// calls. Each package's record is written under its lease in cs_packages, so
+// writes of one package never interleave across workers: a stale write cannot
+// land after a newer one. The new state is recorded, and the lease released,
+// only after Salesforce committed; a write whose outcome is unknown leaves
+// the state Dirty, and the next writer rewrites the record from it.
 func (tw *tenantWorker) applyTransactions(ctx context.Context, items []*item) {
 	byPkg := map[string][]*item{}
 	for _, it := range live(items) {
 		byPkg[it.ev.PackageID] = append(byPkg[it.ev.PackageID], it)
 	}
-	pending := slices.Sorted(maps.Keys(byPkg))
-	wrote := map[string]bool{}
-	for round := 0; round < 5 && len(pending) > 0; round++ {
-		type target struct {
-			st  PackageState
-			rev uint64
+	if len(byPkg) == 0 {
+		return
+	}
+	holder := tw.w.replica + "/" + nuid.Next()
+	ttl := tw.w.o.LeaseTTL
+	type claim struct {
+		st     PackageState // leased state with the batch merged in
+		forced bool
+		write  bool
+	}
+	claims := map[string]*claim{}
+	var mu sync.Mutex
+	tw.eachPackage(ctx, slices.Sorted(maps.Keys(byPkg)), func(pkg string) {
+		st, forced, err := tw.store.lease(ctx, pkg, holder, ttl, tw.w.o.Now)
+		if err != nil {
+			failAll(byPkg[pkg], fault.New(fault.Retryable, "lease package "+pkg, err))
+			return
 		}
-		targets := map[string]*target{}
-		var toWrite []string
-		for _, pkg := range pending {
-			st, rev, err := tw.store.get(ctx, pkg)
-			if err != nil {
-				failAll(byPkg[pkg], fault.New(fault.Retryable, "package state", err))
-				continue
-			}
-			changed := merge(&st, byPkg[pkg])
-			for _, it := range byPkg[pkg] {
-				st.addSequences(it.seq)
-			}
-			targets[pkg] = &target{st: st, rev: rev}
-			if changed || wrote[pkg] {
-				toWrite = append(toWrite, pkg)
-			}
+		changed := merge(&st, byPkg[pkg])
+		for _, it := range byPkg[pkg] {
+			st.addSequences(it.seq)
 		}
-		for chunk := range slices.Chunk(toWrite, salesforce.MaxCollectionRecords) {
-			records := make([]map[string]any, len(chunk))
-			for i, pkg := range chunk {
-				records[i] = tw.transactionRecord(&targets[pkg].st)
-			}
-			o := tw.t.Config.Salesforce.Objects.Transaction
-			results, err := tw.t.Salesforce.UpsertCollection(ctx, o.Name, o.PackageID, records, false)
-			for i, pkg := range chunk {
-				switch {
-				case err != nil:
-					failAll(byPkg[pkg], fmt.Errorf("upsert transaction %s: %w", pkg, err))
-					delete(targets, pkg)
-				case !results[i].Success:
-					failAll(byPkg[pkg], fmt.Errorf("upsert transaction %s: %w", pkg, results[i].Err))
-					delete(targets, pkg)
-				default:
-					wrote[pkg] = true
-					if results[i].ID != "" {
-						targets[pkg].st.RecordID = results[i].ID
-					}
+		mu.Lock()
+		claims[pkg] = &claim{st: st, forced: forced, write: changed || forced}
+		mu.Unlock()
+	})
+
+	// Bounded so that a write cannot reach Salesforce after the lease ends.
+	wctx, cancel := context.WithTimeout(ctx, ttl/2)
+	defer cancel()
+	var toWrite []string
+	for _, pkg := range slices.Sorted(maps.Keys(claims)) {
+		if claims[pkg].write {
+			toWrite = append(toWrite, pkg)
+		}
+	}
+	// dirty: the outcome is unknown (no answer); committed: Salesforce has it.
+	dirty, committed := map[string]bool{}, map[string]bool{}
+	for chunk := range slices.Chunk(toWrite, salesforce.MaxCollectionRecords) {
+		records := make([]map[string]any, len(chunk))
+		for i, pkg := range chunk {
+			records[i] = tw.transactionRecord(&claims[pkg].st)
+		}
+		o := tw.t.Config.Salesforce.Objects.Transaction
+		results, err := tw.t.Salesforce.UpsertCollection(wctx, o.Name, o.PackageID, records, false)
+		for i, pkg := range chunk {
+			switch {
+			case err != nil:
+				failAll(byPkg[pkg], fmt.Errorf("upsert transaction %s: %w", pkg, err))
+				dirty[pkg] = true
+			case !results[i].Success:
+				failAll(byPkg[pkg], fmt.Errorf("upsert transaction %s: %w", pkg, results[i].Err))
+			default:
+				committed[pkg] = true
+				if results[i].ID != "" {
+					claims[pkg].st.RecordID = results[i].ID
 				}
 			}
 		}
-		var next []string
-		for _, pkg := range pending {
-			tg, ok := targets[pkg]
-			if !ok {
-				continue
+	}
+
+	// Release even when shutting down: a lease left behind blocks the
+	// package until it expires.
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer fcancel()
+	tw.eachPackage(fctx, slices.Sorted(maps.Keys(claims)), func(pkg string) {
+		c := claims[pkg]
+		ok := committed[pkg] || !c.write
+		lost, err := tw.store.finish(fctx, pkg, holder, func(st *PackageState) {
+			if ok {
+				st.RecordID = c.st.RecordID
+				st.Status, st.StatusAt = c.st.Status, c.st.StatusAt
+				st.LastEvent, st.LastEventAt = c.st.LastEvent, c.st.LastEventAt
+				st.CompletedAt = c.st.CompletedAt
+				st.addSequences(c.st.Sequences...)
+				st.Dirty = false
+				st.UpdatedAt = tw.w.o.Now()
+				return
 			}
-			tg.st.UpdatedAt = tw.w.o.Now()
-			if _, err := tw.store.put(ctx, tg.st, tg.rev); errors.Is(err, errConflict) {
-				next = append(next, pkg)
-			} else if err != nil {
-				failAll(byPkg[pkg], fault.New(fault.Retryable, "save package state", err))
-			}
+			st.Dirty = st.Dirty || dirty[pkg]
+		})
+		switch {
+		case err != nil:
+			// The lease stays until it expires; the next writer rewrites.
+			failAll(byPkg[pkg], fault.New(fault.Retryable, "record package state", err))
+		case lost:
+			failAll(byPkg[pkg], fault.Errorf(fault.Retryable, "package "+pkg, "lease expired during the write"))
 		}
-		pending = next
+	})
+}
+
+// eachPackage runs fn for every package with bounded parallelism: KV round
+// trips dominate a batch against a remote NATS cluster.
+func (tw *tenantWorker) eachPackage(ctx context.Context, pkgs []string, fn func(pkg string)) {
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for _, pkg := range pkgs {
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			fn(pkg)
+		}()
 	}
-	for _, pkg := range pending {
-		failAll(byPkg[pkg], fault.Errorf(fault.Retryable, "package "+pkg, "state kept changing under concurrent writers"))
-	}
+	wg.Wait()
 }
 
 func (tw *tenantWorker) transactionRecord(st *PackageState) map[string]any {

@@ -173,6 +173,7 @@ func (r *rig) start() {
 		Logger:        logging.New(r.logs, logging.Text, slog.LevelDebug, nil),
 		FetchWait:     100 * time.Millisecond,
 		GaugeInterval: 100 * time.Millisecond,
+		LeaseTTL:      3 * time.Second,
 	})
 	if err != nil {
 		r.t.Fatal(err)

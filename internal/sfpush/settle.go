@@ -33,7 +33,9 @@ func (tw *tenantWorker) settle(ctx context.Context, it *item) {
 		}
 		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "delivered").Inc()
 		tw.record(ctx, it, OutcomeDelivered, 0)
-		if !it.receivedAt.IsZero() {
+		// A replayed copy keeps its original receive time: its age is not a
+		// delivery latency.
+		if !it.receivedAt.IsZero() && it.msg.Headers().Get(queue.HeaderSource) != queue.SourceReplay {
 			m.EventDelivery.WithLabelValues(tw.t.ID).Observe(tw.w.o.Now().Sub(it.receivedAt).Seconds())
 		}
 		log.Debug("delivered")

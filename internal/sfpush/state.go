@@ -33,6 +33,19 @@ type PackageState struct {
 	// oldest first, capped at maxSequences (for history and replay).
 	Sequences []uint64  `json:"sequences,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Lease is held by the one writer updating the transaction record; it
+	// serializes Salesforce writes of a package across workers and replicas.
+	Lease *Lease `json:"lease,omitempty"`
+	// Dirty means a write may have reached Salesforce without being recorded
+	// here (its answer was lost, or its writer died holding the lease): the
+	// next writer rewrites the record from this state even if nothing changed.
+	Dirty bool `json:"dirty,omitempty"`
+}
+
+// Lease marks the package's transaction record as being written.
+type Lease struct {
+	Holder string    `json:"holder"`
+	Until  time.Time `json:"until"`
 }
 
 const maxSequences = 1000
@@ -107,6 +120,59 @@ func (s stateStore) update(ctx context.Context, pkg string, fn func(*PackageStat
 		}
 	}
 	return PackageState{}, fmt.Errorf("package %s: %w after 20 attempts", pkg, errConflict)
+}
+
+// errBusy means another writer holds the package's lease.
+var errBusy = errors.New("package is being written by another worker")
+
+// lease takes the package's lease for holder. forced reports that the record
+// must be rewritten whatever the batch changes: the last writer's outcome is
+// unknown (Dirty, or its lease expired unreleased).
+func (s stateStore) lease(ctx context.Context, pkg, holder string, ttl time.Duration, now func() time.Time) (st PackageState, forced bool, err error) {
+	for attempt := 0; attempt < 20; attempt++ {
+		st, rev, err := s.get(ctx, pkg)
+		if err != nil {
+			return st, false, err
+		}
+		t := now()
+		if st.Lease != nil && st.Lease.Holder != holder && t.Before(st.Lease.Until) {
+			return st, false, errBusy
+		}
+		forced = st.Dirty || st.Lease != nil
+		st.Lease = &Lease{Holder: holder, Until: t.Add(ttl)}
+		if _, err := s.put(ctx, st, rev); err == nil {
+			return st, forced, nil
+		} else if !errors.Is(err, errConflict) {
+			return st, false, err
+		}
+	}
+	return PackageState{}, false, fmt.Errorf("package %s: %w after 20 attempts", pkg, errConflict)
+}
+
+// finish releases holder's lease, applying fn to the fresh state (other
+// fields, such as uploaded documents, may have changed meanwhile). lost
+// reports that the lease had expired and was taken: the caller's write may
+// be stale, so the state is marked Dirty for the next writer.
+func (s stateStore) finish(ctx context.Context, pkg, holder string, fn func(*PackageState)) (lost bool, err error) {
+	for attempt := 0; attempt < 20; attempt++ {
+		st, rev, err := s.get(ctx, pkg)
+		if err != nil {
+			return false, err
+		}
+		lost = st.Lease == nil || st.Lease.Holder != holder
+		if lost {
+			st.Dirty = true
+		} else {
+			fn(&st)
+			st.Lease = nil
+		}
+		if _, err := s.put(ctx, st, rev); err == nil {
+			return lost, nil
+		} else if !errors.Is(err, errConflict) {
+			return lost, err
+		}
+	}
+	return false, fmt.Errorf("package %s: %w after 20 attempts", pkg, errConflict)
 }
 
 // addSequences appends seqs not yet listed, keeping the newest maxSequences.

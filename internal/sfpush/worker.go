@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/countersign/countersign/internal/auth"
 	"github.com/countersign/countersign/internal/config"
@@ -49,7 +50,11 @@ type Options struct {
 	FetchWait time.Duration
 	// GaugeInterval refreshes the queue gauges (default 15s).
 	GaugeInterval time.Duration
-	Now           func() time.Time
+	// LeaseTTL bounds how long a package's transaction write may hold its
+	// lease (default 2m); a dead writer blocks the package this long at most.
+	// Salesforce calls of the write get half of it.
+	LeaseTTL time.Duration
+	Now      func() time.Time
 	// History, when set, is told of every settle decision (delivery
 	// history for operators); it must never block or fail delivery.
 	History Recorder
@@ -58,8 +63,9 @@ type Options struct {
 // Worker delivers every tenant's callbacks; tenants run independently, so
 // one broken org never blocks the others.
 type Worker struct {
-	o   Options
-	log *slog.Logger
+	o       Options
+	log     *slog.Logger
+	replica string // names this process in package leases
 }
 
 // New validates options and applies defaults.
@@ -79,6 +85,9 @@ func New(o Options) (*Worker, error) {
 	if o.GaugeInterval == 0 {
 		o.GaugeInterval = 15 * time.Second
 	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = 2 * time.Minute
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -88,7 +97,7 @@ func New(o Options) (*Worker, error) {
 	if len(o.Worker.Backoff) == 0 {
 		o.Worker.Backoff = []config.Duration{config.Duration(time.Second)}
 	}
-	return &Worker{o: o, log: o.Logger}, nil
+	return &Worker{o: o, log: o.Logger, replica: nuid.Next()}, nil
 }
 
 // ConsumerName is the durable pull consumer of a tenant.
