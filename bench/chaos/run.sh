@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fault harness (`make chaos`, not part of `make test`): builds bin/listener,
-# the harness and its NATS server, then runs the kill, nats, faults and revoke
-# scenarios on loopback and rewrites the chaos section of bench/README.md.
+# the harness and its NATS server, then runs the kill, nats, faults, revoke and
+# workers scenarios on loopback and rewrites the chaos section of bench/README.md.
 # Extra arguments go to the harness, e.g.
 # `bash bench/chaos/run.sh -scenarios kill -callbacks 2000 -readme ""`.
 set -euo pipefail

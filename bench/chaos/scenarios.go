@@ -105,7 +105,7 @@ func (n *natsd) stop(sig syscall.Signal) error {
 // scenarioNATS: the listener on an external NATS server that is restarted
 // twice during the load: once cleanly (SIGTERM), once SIGKILLed.
 func scenarioNATS(ctx context.Context, e *env, r *result) {
-	r.what = "external NATS server restarted twice during the load (SIGTERM, then SIGKILL)"
+	r.what = "external NATS server restarted twice during the load (SIGTERM, then SIGKILL); a callback in flight when the connection drops waits for ingest's 5 s publish timeout, then gets its 503"
 	if e.o.natsd == "" {
 		r.fail(fmt.Errorf("-natsd is required"))
 		return
@@ -154,7 +154,7 @@ func scenarioNATS(ctx context.Context, e *env, r *result) {
 // failure kind the emulator knows. REQUEST_LIMIT_EXCEEDED is left out: it is
 // not a failure but a throttle, and each one pauses the tenant for a minute.
 func scenarioFaults(ctx context.Context, e *env, r *result) {
-	r.what = "30% of Salesforce REST calls fail (503, 500, lock row, partial lock, 1 s timeout, 401, commit-then-503, commit-then-reset)"
+	r.what = "30% of Salesforce REST calls fail (503, 500, lock row, partial lock, 1 s timeout, 401, commit-then-503, commit-then-reset; REQUEST_LIMIT_EXCEEDED is not injected: each one pauses the tenant for a minute by design)"
 	t, tc, err := e.org("acme", true)
 	if err != nil {
 		r.fail(err)
