@@ -55,6 +55,9 @@ func (cs *console) login(c echo.Context) error {
 			return cs.loginPage(c, status, next, "That admin token is not valid.")
 		}, "page")
 	}
+	if old, err := c.Cookie(SessionCookie); err == nil {
+		_ = cs.sessions.end(cs.ctx(c), old.Value) // a sign-in never keeps an earlier session id
+	}
 	se, err := cs.sessions.create(cs.ctx(c))
 	if err != nil {
 		cs.a.log.Error("admin session not created", "error", err)

@@ -172,6 +172,17 @@ func TestPageSignInSessionAcrossReplicasAndSignOut(t *testing.T) {
 		t.Fatalf("second replica after sign out: %v %v", res, err)
 	}
 	res.Body.Close()
+
+	// Signing in again replaces the session id: the earlier one is dead.
+	resp, _ = b.signIn(testAdminToken)
+	first := cookieNamed(resp, SessionCookie)
+	resp, _ = b.signIn(testAdminToken)
+	if second := cookieNamed(resp, SessionCookie); second == nil || first == nil || second.Value == first.Value {
+		t.Fatal("a second sign-in kept the session id")
+	}
+	if _, err := r.admin.console.sessions.lookup(t.Context(), first.Value); err != errNoSession {
+		t.Fatalf("the earlier session still opens: %v", err)
+	}
 }
 
 // Every state-changing form needs the session and its CSRF token: without
