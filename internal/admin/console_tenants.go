@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -55,7 +56,7 @@ func (cs *console) tenant(c echo.Context) error {
 	if err != nil {
 		return cs.fail(c, err)
 	}
-	d := tenantData{Tenant: t, Lookback: cs.a.o.Config.Reconcile.Lookback.D().String(), CanRecon: cs.a.o.Reconciler != nil}
+	d := tenantData{Tenant: t, Lookback: shortDuration(cs.a.o.Config.Reconcile.Lookback.D()), CanRecon: cs.a.o.Reconciler != nil}
 	if cs.a.o.Replayer != nil && t.DeadLetters > 0 {
 		page, err := cs.a.deadLetters(cs.ctx(c), id, EventQuery{Limit: 10})
 		if err != nil {
@@ -126,11 +127,25 @@ func (cs *console) reconcile(c echo.Context) error {
 			Detail:     scrub(err.Error()), Links: []link{{"Tenant " + id, tenantHref(id)}}})
 	}
 	return cs.render(c, http.StatusOK, "reconciled", cs.view(c, "Tenant "+id+" reconciled", "tenants",
-		reconcileData{Tenant: id, Since: since.String(), Result: res}))
+		reconcileData{Tenant: id, Since: shortDuration(since), Result: res}))
 }
 
 func tenantHref(id string) string { return consolePrefix + "/tenants/" + url.PathEscape(id) }
 
 func connectHref(id string) string {
 	return fmt.Sprintf("%s?%s", startPath, url.Values{"tenant": {id}}.Encode())
+}
+
+// shortDuration writes whole days and hours as an operator types them (7d,
+// 48h).
+func shortDuration(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "48h"
+	case d%(24*time.Hour) == 0 && d >= 72*time.Hour:
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	}
+	return d.String()
 }
