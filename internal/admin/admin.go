@@ -1,6 +1,6 @@
 // Package admin serves the operator side of the listener: the JSON admin API
 // under /api/admin/v1 (CLI and scripts, bearer admin token), the Salesforce
-// connect flow under /oauth/salesforce and, later, the web page under /admin/.
+// connect flow under /oauth/salesforce and the operator web page under /admin/.
 package admin
 
 import (
