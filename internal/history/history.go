@@ -51,6 +51,10 @@ func Ensure(ctx context.Context, js jetstream.JetStream, retention time.Duration
 		MaxAge:      retention,
 		Duplicates:  min(2*time.Minute, retention),
 		Replicas:    max(replicas, 1),
+		// History explains deliveries; it is not what must never be lost.
+		// Without a per-message fsync it costs the worker nothing under
+		// nats.sync_always (an OS crash may lose its last moments).
+		PersistMode: jetstream.AsyncPersistMode,
 	})
 	if err != nil {
 		return fmt.Errorf("create stream %s: %w", Stream, err)

@@ -176,6 +176,18 @@ func (q *Queue) ensure(ctx context.Context) error {
 		}
 		*b.kv = kv
 	}
+	// The worker records a batch's package states in one atomic batch: with
+	// fsync on every write, one batch costs what a single write does.
+	s, err := q.js.Stream(ctx, "KV_"+PackagesBucket)
+	if err != nil {
+		return fmt.Errorf("kv bucket %s: %w", PackagesBucket, err)
+	}
+	if sc := s.CachedInfo().Config; !sc.AllowAtomicPublish {
+		sc.AllowAtomicPublish = true
+		if _, err := q.js.UpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("allow atomic batches on kv bucket %s: %w", PackagesBucket, err)
+		}
+	}
 	return nil
 }
 

@@ -173,26 +173,22 @@ func (tw *tenantWorker) applyTransactions(ctx context.Context, items []*item) {
 	holder := tw.w.replica + "/" + nuid.Next()
 	ttl := tw.w.o.LeaseTTL
 	type claim struct {
-		st     PackageState // leased state with the batch merged in
-		forced bool
-		write  bool
+		st    PackageState // leased state with the batch merged in
+		write bool
 	}
 	claims := map[string]*claim{}
-	var mu sync.Mutex
-	tw.eachPackage(ctx, slices.Sorted(maps.Keys(byPkg)), func(pkg string) {
-		st, forced, err := tw.store.lease(ctx, pkg, holder, ttl, tw.w.o.Now)
-		if err != nil {
-			failAll(byPkg[pkg], fault.New(fault.Retryable, "lease package "+pkg, err))
-			return
+	for pkg, l := range tw.store.leaseMany(ctx, slices.Sorted(maps.Keys(byPkg)), holder, ttl, tw.w.o.Now) {
+		if l.err != nil {
+			failAll(byPkg[pkg], fault.New(fault.Retryable, "lease package "+pkg, l.err))
+			continue
 		}
+		st := l.st
 		changed := merge(&st, byPkg[pkg])
 		for _, it := range byPkg[pkg] {
 			st.addSequences(it.seq)
 		}
-		mu.Lock()
-		claims[pkg] = &claim{st: st, forced: forced, write: changed || forced}
-		mu.Unlock()
-	})
+		claims[pkg] = &claim{st: st, write: changed || l.forced}
+	}
 
 	// Bounded so that a write cannot reach Salesforce after the lease ends.
 	wctx, cancel := context.WithTimeout(ctx, ttl/2)
@@ -232,49 +228,29 @@ func (tw *tenantWorker) applyTransactions(ctx context.Context, items []*item) {
 	// package until it expires.
 	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer fcancel()
-	tw.eachPackage(fctx, slices.Sorted(maps.Keys(claims)), func(pkg string) {
+	done := tw.store.finishMany(fctx, slices.Sorted(maps.Keys(claims)), holder, func(pkg string, st *PackageState) {
 		c := claims[pkg]
-		ok := committed[pkg] || !c.write
-		lost, err := tw.store.finish(fctx, pkg, holder, func(st *PackageState) {
-			if ok {
-				st.RecordID = c.st.RecordID
-				st.Status, st.StatusAt = c.st.Status, c.st.StatusAt
-				st.LastEvent, st.LastEventAt = c.st.LastEvent, c.st.LastEventAt
-				st.CompletedAt = c.st.CompletedAt
-				st.addSequences(c.st.Sequences...)
-				st.Dirty = false
-				st.UpdatedAt = tw.w.o.Now()
-				return
-			}
-			st.Dirty = st.Dirty || dirty[pkg]
-		})
+		if committed[pkg] || !c.write {
+			st.RecordID = c.st.RecordID
+			st.Status, st.StatusAt = c.st.Status, c.st.StatusAt
+			st.LastEvent, st.LastEventAt = c.st.LastEvent, c.st.LastEventAt
+			st.CompletedAt = c.st.CompletedAt
+			st.addSequences(c.st.Sequences...)
+			st.Dirty = false
+			st.UpdatedAt = tw.w.o.Now()
+			return
+		}
+		st.Dirty = st.Dirty || dirty[pkg]
+	})
+	for pkg, f := range done {
 		switch {
-		case err != nil:
+		case f.err != nil:
 			// The lease stays until it expires; the next writer rewrites.
-			failAll(byPkg[pkg], fault.New(fault.Retryable, "record package state", err))
-		case lost:
+			failAll(byPkg[pkg], fault.New(fault.Retryable, "record package state", f.err))
+		case f.lost:
 			failAll(byPkg[pkg], fault.Errorf(fault.Retryable, "package "+pkg, "lease expired during the write"))
 		}
-	})
-}
-
-// eachPackage runs fn for every package with bounded parallelism: KV round
-// trips dominate a batch against a remote NATS cluster.
-func (tw *tenantWorker) eachPackage(ctx context.Context, pkgs []string, fn func(pkg string)) {
-	sem := make(chan struct{}, 32)
-	var wg sync.WaitGroup
-	for _, pkg := range pkgs {
-		if ctx.Err() != nil {
-			break
-		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			fn(pkg)
-		}()
 	}
-	wg.Wait()
 }
 
 func (tw *tenantWorker) transactionRecord(st *PackageState) map[string]any {

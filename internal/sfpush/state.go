@@ -6,9 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/countersign/countersign/internal/queue"
 )
 
 // PackageState is the cs_packages record of one package: what has been
@@ -59,6 +63,7 @@ func PackageKey(tenant, packageID string) string {
 // stateStore reads and CAS-writes package states.
 type stateStore struct {
 	kv     jetstream.KeyValue
+	nc     *nats.Conn // for atomic batches; nil: one write at a time
 	tenant string
 }
 
@@ -173,6 +178,132 @@ func (s stateStore) finish(ctx context.Context, pkg, holder string, fn func(*Pac
 		}
 	}
 	return false, fmt.Errorf("package %s: %w after 20 attempts", pkg, errConflict)
+}
+
+type leased struct {
+	st     PackageState
+	forced bool
+	err    error
+}
+
+// leaseMany leases every package for holder. It reads them in parallel and
+// writes all leases in one atomic batch; if any package changed meanwhile,
+// it falls back to one compare-and-swap per package.
+func (s stateStore) leaseMany(ctx context.Context, pkgs []string, holder string, ttl time.Duration, now func() time.Time) map[string]leased {
+	out := make(map[string]leased, len(pkgs))
+	var mu sync.Mutex
+	var writes []queue.KVWrite
+	var batch []string
+	set := func(pkg string, l leased) { mu.Lock(); out[pkg] = l; mu.Unlock() }
+	parallel(ctx, pkgs, func(pkg string) {
+		st, rev, err := s.get(ctx, pkg)
+		if err != nil {
+			set(pkg, leased{err: err})
+			return
+		}
+		t := now()
+		if st.Lease != nil && st.Lease.Holder != holder && t.Before(st.Lease.Until) {
+			set(pkg, leased{err: errBusy})
+			return
+		}
+		forced := st.Dirty || st.Lease != nil
+		st.Lease = &Lease{Holder: holder, Until: t.Add(ttl)}
+		b, err := json.Marshal(st)
+		if err != nil {
+			set(pkg, leased{err: err})
+			return
+		}
+		mu.Lock()
+		out[pkg] = leased{st: st, forced: forced}
+		writes = append(writes, queue.KVWrite{Key: PackageKey(s.tenant, pkg), Value: b, Revision: rev})
+		batch = append(batch, pkg)
+		mu.Unlock()
+	})
+	if err := s.writeBatch(ctx, writes); err != nil {
+		parallel(ctx, batch, func(pkg string) {
+			st, forced, err := s.lease(ctx, pkg, holder, ttl, now)
+			set(pkg, leased{st: st, forced: forced, err: err})
+		})
+	}
+	return out
+}
+
+type finished struct {
+	lost bool
+	err  error
+}
+
+// finishMany releases holder's leases, applying fn to each fresh state, in
+// one atomic batch when nothing changed meanwhile (one by one otherwise).
+func (s stateStore) finishMany(ctx context.Context, pkgs []string, holder string, fn func(pkg string, st *PackageState)) map[string]finished {
+	out := make(map[string]finished, len(pkgs))
+	var mu sync.Mutex
+	var writes []queue.KVWrite
+	var batch []string
+	set := func(pkg string, f finished) { mu.Lock(); out[pkg] = f; mu.Unlock() }
+	parallel(ctx, pkgs, func(pkg string) {
+		st, rev, err := s.get(ctx, pkg)
+		if err != nil {
+			set(pkg, finished{err: err})
+			return
+		}
+		lost := st.Lease == nil || st.Lease.Holder != holder
+		if lost {
+			st.Dirty = true
+		} else {
+			fn(pkg, &st)
+			st.Lease = nil
+		}
+		b, err := json.Marshal(st)
+		if err != nil {
+			set(pkg, finished{err: err})
+			return
+		}
+		mu.Lock()
+		out[pkg] = finished{lost: lost}
+		writes = append(writes, queue.KVWrite{Key: PackageKey(s.tenant, pkg), Value: b, Revision: rev})
+		batch = append(batch, pkg)
+		mu.Unlock()
+	})
+	if err := s.writeBatch(ctx, writes); err != nil {
+		parallel(ctx, batch, func(pkg string) {
+			lost, err := s.finish(ctx, pkg, holder, func(st *PackageState) { fn(pkg, st) })
+			set(pkg, finished{lost: lost, err: err})
+		})
+	}
+	return out
+}
+
+// writeBatch writes all or none; without a connection (or on any failure)
+// the caller falls back to single writes.
+func (s stateStore) writeBatch(ctx context.Context, writes []queue.KVWrite) error {
+	if len(writes) == 0 {
+		return nil
+	}
+	if s.nc == nil || len(writes) > queue.MaxKVBatch {
+		return errConflict
+	}
+	_, err := queue.CASBatch(ctx, s.nc, queue.PackagesBucket, writes)
+	return err
+}
+
+// parallel runs fn for every package with bounded parallelism: KV round
+// trips dominate a batch against a remote NATS cluster.
+func parallel(ctx context.Context, pkgs []string, fn func(pkg string)) {
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for _, pkg := range pkgs {
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			fn(pkg)
+		}()
+	}
+	wg.Wait()
 }
 
 // addSequences appends seqs not yet listed, keeping the newest maxSequences.

@@ -178,7 +178,7 @@ func (w *Worker) newTenantWorker(ctx context.Context, t *Tenant) (*tenantWorker,
 	}
 	return &tenantWorker{
 		w: w, t: t, cons: cons,
-		store:  stateStore{kv: w.o.Packages, tenant: t.ID},
+		store:  stateStore{kv: w.o.Packages, nc: w.o.JetStream.Conn(), tenant: t.ID},
 		log:    w.log.With("tenant", t.ID),
 		docSem: make(chan struct{}, max(w.o.Worker.Concurrency, 1)),
 	}, nil
