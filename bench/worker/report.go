@@ -105,7 +105,7 @@ func writeDocmove(b *strings.Builder, r docmoveResult, err error) {
 
 func writeDrain(b *strings.Builder, rows []burstResult) {
 	b.WriteString("### Time to drain a queued backlog with latency on every Salesforce call\n\n")
-	b.WriteString("| backlog | added latency | nats.sync_always | worker replicas | drain time | events/s | REST calls (summed time) | cs_packages gets (summed time) | cs_packages CAS writes (summed time) | host load avg (1m) |\n")
+	b.WriteString("| backlog | added latency | nats.sync_always | worker replicas | drain time | events/s | REST calls (summed time) | cs_packages gets (summed time) | cs_packages single CAS writes, outside atomic batches (summed time) | host load avg (1m) |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		fmt.Fprintf(b, "| %d events, %d packages | %s | %v | %d | **%s** | %.0f | %d (%s) | %d (%s) | %d (%s) | %.1f |\n",

@@ -54,7 +54,9 @@ func TestCallsPerEventQuick(t *testing.T) {
 	if res.calls["collection_upsert"] != 10 {
 		t.Errorf("calls %v, want 10 collection upserts (5 batches of 200: transactions + events)", res.calls)
 	}
-	if res.kvGets == 0 || res.kvWrites == 0 || res.sfCalls == 0 {
+	// State writes go out as atomic KV batches, which the KeyValue
+	// instrumentation does not see; single writes appear only on fallback.
+	if res.kvGets == 0 || res.sfCalls == 0 {
 		t.Errorf("instrumentation saw nothing: %+v", res)
 	}
 }
