@@ -37,6 +37,9 @@ type options struct {
 	label     string
 	workDir   string
 	keep      bool
+	// worker.max_deliver and worker.backoff of the generated configs.
+	maxDeliver int
+	backoff    string
 }
 
 func main() { os.Exit(run()) }
@@ -55,6 +58,8 @@ func run() int {
 	flag.StringVar(&o.label, "label", "", "what was measured (e.g. the listener's git revision)")
 	flag.StringVar(&o.workDir, "work", "", "directory for stores, configs and logs (default: a temporary one)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs) after the run")
+	flag.IntVar(&o.maxDeliver, "max-deliver", 100, "worker.max_deliver of the listeners")
+	flag.StringVar(&o.backoff, "backoff", "100ms,250ms,500ms,1s,2s", "worker.backoff of the listeners (comma list)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -31,8 +31,9 @@ func renderReport(o options, results []*result, took time.Duration) string {
 	if o.label != "" {
 		fmt.Fprintf(&b, ", %s", o.label)
 	}
-	fmt.Fprintf(&b, "; %d callbacks per scenario at %.0f/s from %d senders; whole run %s.\n\n",
-		o.callbacks, o.rate, o.senders, took.Round(time.Second))
+	fmt.Fprintf(&b, "; %d callbacks per scenario at %.0f/s from %d senders; listeners with worker.ack_wait 5s, "+
+		"max_deliver %d, backoff [%s]; whole run %s.\n\n",
+		o.callbacks, o.rate, o.senders, o.maxDeliver, o.backoff, took.Round(time.Second))
 	b.WriteString("Each scenario runs the real `bin/listener` on loopback against the Salesforce and OneSpan emulators. " +
 		"Every callback is sent once, like OneSpan (no retry); one package in 50 completes, so its signed PDF and " +
 		"evidence summary are copied too. *Lost* = answered 2xx but no event record in Salesforce after the settle " +

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -92,6 +93,7 @@ func (e *env) org(id string, bootstrap bool) (rig.Tenant, rig.TenantConfig, erro
 func (e *env) listener(ctx context.Context, name, roles string, cfg rig.Config) (*rig.Listener, error) {
 	var err error
 	cfg.Dir = filepath.Join(e.dir, name)
+	cfg.MaxDeliver, cfg.Backoff = e.o.maxDeliver, strings.Split(e.o.backoff, ",")
 	if cfg.HTTPAddr, err = rig.FreeAddr(); err != nil {
 		return nil, err
 	}

@@ -105,7 +105,7 @@ func (n *natsd) stop(sig syscall.Signal) error {
 // scenarioNATS: the listener on an external NATS server that is restarted
 // twice during the load: once cleanly (SIGTERM), once SIGKILLed.
 func scenarioNATS(ctx context.Context, e *env, r *result) {
-	r.what = "external NATS server restarted twice during the load (SIGTERM, then SIGKILL); a callback in flight when the connection drops waits for ingest's 5 s publish timeout, then gets its 503"
+	r.what = "external NATS server restarted twice during the load (SIGTERM, then SIGKILL); ingest answers 503 while it is away (at once once the client knows it is disconnected; after the 5 s publish timeout for a callback in flight when the connection drops)"
 	if e.o.natsd == "" {
 		r.fail(fmt.Errorf("-natsd is required"))
 		return

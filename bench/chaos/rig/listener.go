@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,7 +42,8 @@ type Config struct {
 	Replicas    int
 	Tenants     []TenantConfig
 	AckWait     time.Duration // worker.ack_wait: how soon a killed worker's batch comes back
-	MaxDeliver  int
+	MaxDeliver  int           // worker.max_deliver (default 100)
+	Backoff     []string      // worker.backoff (default 100ms 250ms 500ms 1s 2s)
 }
 
 // Write renders the config into Dir/config.yaml and returns its path.
@@ -60,8 +62,19 @@ func (c Config) Write() (string, error) {
 	if ackWait == 0 {
 		ackWait = 5 * time.Second
 	}
-	fmt.Fprintf(&b, "worker: { ack_wait: %q, max_deliver: %d, backoff: [\"100ms\", \"250ms\", \"500ms\", \"1s\", \"2s\"] }\n",
-		ackWait.String(), max(c.MaxDeliver, 100))
+	maxDeliver, backoff := c.MaxDeliver, c.Backoff
+	if maxDeliver == 0 {
+		maxDeliver = 100
+	}
+	if len(backoff) == 0 {
+		backoff = []string{"100ms", "250ms", "500ms", "1s", "2s"}
+	}
+	quoted := make([]string, len(backoff))
+	for i, d := range backoff {
+		quoted[i] = strconv.Quote(d)
+	}
+	fmt.Fprintf(&b, "worker: { ack_wait: %q, max_deliver: %d, backoff: [%s] }\n",
+		ackWait.String(), maxDeliver, strings.Join(quoted, ", "))
 	b.WriteString("tenants:\n")
 	for _, t := range c.Tenants {
 		fmt.Fprintf(&b, "  %s:\n", t.ID)
