@@ -21,6 +21,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -155,17 +156,29 @@ func BenchmarkIngestSyncOff(b *testing.B) { benchIngest(b, false) }
 func BenchmarkIngestSyncOn(b *testing.B) { benchIngest(b, true) }
 
 func benchRawPublish(b *testing.B, syncAlways bool) {
-	r, err := openRawStream(context.Background(), b.TempDir(), syncAlways)
-	if err != nil {
-		b.Fatal(err)
+	// msg=plain is the harness's ceiling (js.Publish of the body alone);
+	// msg=ingest-shape adds what queue.Publish sends with it (headers,
+	// Nats-Msg-Id, expected stream), to tell the message's cost from the
+	// HTTP and handler's; headers-only and msgid-only split the two.
+	for _, shape := range []string{"plain", "ingest-shape", "headers-only", "msgid-only"} {
+		b.Run("msg="+shape, func(b *testing.B) {
+			r, err := openRawStream(context.Background(), b.TempDir(), syncAlways)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(r.close)
+			g := newBodyGen()
+			var ids atomic.Uint64
+			runParallel(b, func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if shape == "plain" {
+					return r.publish(ctx, g)
+				}
+				return r.publishLikeIngest(ctx, g, ids.Add(1), shape != "msgid-only", shape != "headers-only")
+			})
+		})
 	}
-	b.Cleanup(r.close)
-	g := newBodyGen()
-	runParallel(b, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		return r.publish(ctx, g)
-	})
 }
 
 // BenchmarkRawPublishFsync: js.Publish + PubAck on an embedded server with

@@ -78,6 +78,27 @@ func (r *rawStream) publish(ctx context.Context, g *bodyGen) error {
 	return err
 }
 
+// publishLikeIngest publishes with the message shape queue.Publish uses: the
+// three Countersign headers, a traceparent, Nats-Msg-Id (a distinct id, so
+// the duplicate window is consulted but never hits) and an expected stream.
+// headers and msgID choose which parts of that shape are sent.
+func (r *rawStream) publishLikeIngest(ctx context.Context, g *bodyGen, id uint64, headers, msgID bool) error {
+	body, name := g.next()
+	msg := &nats.Msg{Subject: "raw." + tenant + "." + name, Data: body, Header: nats.Header{}}
+	if headers {
+		msg.Header.Set("Countersign-Package", "LWsUTvGgE4WpOvaQPT16idnxNj8=")
+		msg.Header.Set("Countersign-Received-At", time.Now().UTC().Format(time.RFC3339Nano))
+		msg.Header.Set("Countersign-Source", "callback")
+		msg.Header.Set("Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	}
+	opts := []jetstream.PublishOpt{jetstream.WithRetryAttempts(0)}
+	if msgID {
+		opts = append(opts, jetstream.WithMsgID(fmt.Sprintf("%064x", id)), jetstream.WithExpectStream("RAW"))
+	}
+	_, err := r.js.PublishMsg(ctx, msg, opts...)
+	return err
+}
+
 // rawChild runs o.conns publishers back to back for warmup+duration and
 // prints a rawResult as JSON on stdout.
 func rawChild(dir string, syncAlways bool, o options) error {
