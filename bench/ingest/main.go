@@ -63,6 +63,7 @@ type options struct {
 	rounds     int
 	quiet      time.Duration
 	roles      string
+	openOnly   bool
 }
 
 func main() {
@@ -81,6 +82,7 @@ func main() {
 	flag.StringVar(&o.label, "label", "", "what was measured (e.g. the git revision), printed with the figures")
 	flag.StringVar(&o.command, "command", "", "the command line to print as the way to reproduce (default: this one)")
 	flag.StringVar(&o.roles, "roles", "ingest", "listener --roles (ingest only: the worker would consume and retry the benchmark's callbacks meanwhile)")
+	flag.BoolVar(&o.openOnly, "open-only", false, "skip the closed-loop phases (latency on a fresh server)")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds of all phases; the report gives medians over rounds")
 	flag.DurationVar(&o.quiet, "quiet-wait", 30*time.Second, "before each phase, wait up to this long for other processes to go idle (0: don't)")
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "keep the listener's temp dir (config, store, log)")
@@ -787,6 +789,10 @@ func progress(format string, args ...any) {
 }
 
 func loadPhases(ctx context.Context, o options, url string, pid int, s *system, afterClosed func()) {
+	if o.openOnly {
+		openPhase(ctx, o, url, s)
+		return
+	}
 	progress("%s: closed loop, %d connections, %s (+%s warm-up)", s.Name, o.conns, o.duration, o.warmup)
 	t := newTarget(url, o.conns)
 	tp := closedLoop(ctx, t, pid, o.conns, o.warmup, o.duration, o.maxReq)
@@ -800,8 +806,12 @@ func loadPhases(ctx context.Context, o options, url string, pid int, s *system, 
 		afterClosed()
 	}
 	time.Sleep(500 * time.Millisecond) // let the server settle (GC, fsync backlog)
+	openPhase(ctx, o, url, s)
+}
+
+func openPhase(ctx context.Context, o options, url string, s *system) {
 	progress("%s: open loop, %.0f req/s, %s (+%s warm-up)", s.Name, o.rate, o.duration, o.warmup)
-	t = newTarget(url, o.conns)
+	t := newTarget(url, o.conns)
 	r := openLoop(ctx, t, o.rate, o.conns, o.warmup, o.duration, o.maxReq)
 	t.close()
 	s.Open = &r
