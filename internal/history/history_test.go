@@ -9,25 +9,26 @@ import (
 	"github.com/countersign/countersign/internal/history"
 	"github.com/countersign/countersign/internal/queue"
 	ossandbox "github.com/countersign/countersign/internal/sandbox/onespan"
+	"github.com/countersign/countersign/internal/sandbox/pipeline"
 	sfsandbox "github.com/countersign/countersign/internal/sandbox/salesforce"
 	"github.com/countersign/countersign/internal/sfpush"
 )
 
 func TestHistoryKeepsEveryAttemptOfAFlakyDeliveryAcrossARestart(t *testing.T) {
-	r := newRig(t, rigOpts{})
-	acme := r.tenants["acme"]
+	r := pipeline.New(t, pipeline.Options{})
+	acme := r.Tenants["acme"]
 	// The first two transaction upserts fail: two retries, then delivery.
-	acme.sf.FailNext("collection_upsert", sfsandbox.FaultUnavailable, sfsandbox.FaultServerError)
-	r.start()
+	acme.SF.FailNext("collection_upsert", sfsandbox.FaultUnavailable, sfsandbox.FaultServerError)
+	r.Start()
 	ev := ossandbox.NewEvent("PACKAGE_ACTIVATE", "sender-1", "pkg-flaky", "", "", time.Now())
-	if err := ossandbox.SendCallback(t.Context(), r.ingest+"/v1/callbacks/acme", acme.key, ev); err != nil {
+	if err := ossandbox.SendCallback(t.Context(), r.Ingest+"/v1/callbacks/acme", acme.Key, ev); err != nil {
 		t.Fatal(err)
 	}
-	r.eventually(15*time.Second, "SENT", func() bool { return acme.status("pkg-flaky") == "SENT" && acme.events("pkg-flaky") == 1 })
-	r.stop() // flushes the history
+	r.Eventually(15*time.Second, "SENT", func() bool { return acme.Status("pkg-flaky") == "SENT" && acme.Events("pkg-flaky") == 1 })
+	r.Stop() // flushes the history
 	check := func(store *history.Store, when string) {
 		t.Helper()
-		evKey := eventKey(t, ev)
+		evKey := pipeline.EventKey(t, "acme", ev)
 		st, err := store.Story(t.Context(), "acme", evKey)
 		if err != nil {
 			t.Fatalf("%s: %v", when, err)
@@ -45,7 +46,7 @@ func TestHistoryKeepsEveryAttemptOfAFlakyDeliveryAcrossARestart(t *testing.T) {
 		if st.Attempts[0].ErrorClass != "retryable" || st.Attempts[0].Error == "" || st.Attempts[2].Error != "" {
 			t.Errorf("%s: error fields %+v", when, st.Attempts)
 		}
-		if id, _ := acme.transaction("pkg-flaky")["Id"].(string); id == "" || st.Attempts[2].RecordID != id {
+		if id, _ := acme.Transaction("pkg-flaky")["Id"].(string); id == "" || st.Attempts[2].RecordID != id {
 			t.Errorf("%s: record id %q, want the transaction's %q", when, st.Attempts[2].RecordID, id)
 		}
 		if len(st.Messages) != 1 || st.Messages[0].Gone || !strings.Contains(string(st.Messages[0].Body), `"packageId":"pkg-flaky"`) ||
@@ -60,10 +61,10 @@ func TestHistoryKeepsEveryAttemptOfAFlakyDeliveryAcrossARestart(t *testing.T) {
 			t.Errorf("%s: events %+v", when, page.Events)
 		}
 	}
-	check(history.NewStore(r.q.JetStream(), r.q.Packages()), "before restart")
+	check(history.NewStore(r.Queue.JetStream(), r.Queue.Packages()), "before restart")
 
-	r.q.Close()
-	q, err := queue.Open(t.Context(), queue.Options{NATS: r.cfg.NATS, Queue: r.cfg.Queue})
+	r.Queue.Close()
+	q, err := queue.Open(t.Context(), queue.Options{NATS: r.Config.NATS, Queue: r.Config.Queue})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,25 +73,25 @@ func TestHistoryKeepsEveryAttemptOfAFlakyDeliveryAcrossARestart(t *testing.T) {
 }
 
 func TestEventsFilterAndPage(t *testing.T) {
-	r := newRig(t, rigOpts{})
-	acme := r.tenants["acme"]
+	r := pipeline.New(t, pipeline.Options{})
+	acme := r.Tenants["acme"]
 	// A package whose event records cannot be written: dead letters.
-	acme.cfg.Salesforce.Objects.Event.Name = "No_Such_Object__c"
-	r.start()
-	acme.newPackage(t, "pkg-bad")
-	r.eventually(10*time.Second, "dead letter", func() bool {
-		n, _ := sfpush.DeadLetterCount(t.Context(), r.q.JetStream(), "acme")
+	acme.Config.Salesforce.Objects.Event.Name = "No_Such_Object__c"
+	r.Start()
+	acme.NewPackage(t, "pkg-bad")
+	r.Eventually(10*time.Second, "dead letter", func() bool {
+		n, _ := sfpush.DeadLetterCount(t.Context(), r.Queue.JetStream(), "acme")
 		return n == 1
 	})
-	r.stop()
-	acme.cfg.Salesforce.Objects.Event.Name = "OneSpan_Event__c"
+	r.Stop()
+	acme.Config.Salesforce.Objects.Event.Name = "OneSpan_Event__c"
 	mid := time.Now()
-	r.start()
+	r.Start()
 	for i := range 3 {
-		acme.completePackage(t, fmt.Sprintf("pkg-ok-%d", i))
+		acme.CompletePackage(t, fmt.Sprintf("pkg-ok-%d", i))
 	}
-	store := history.NewStore(r.q.JetStream(), r.q.Packages())
-	r.eventually(20*time.Second, "19 events in the history", func() bool {
+	store := history.NewStore(r.Queue.JetStream(), r.Queue.Packages())
+	r.Eventually(20*time.Second, "19 events in the history", func() bool {
 		p, err := store.Events(t.Context(), history.Filter{Tenant: "acme"}, history.Page{Limit: 100})
 		return err == nil && len(p.Events) == 19
 	})

@@ -10,6 +10,7 @@ import (
 	"github.com/countersign/countersign/internal/history"
 	"github.com/countersign/countersign/internal/queue"
 	ossandbox "github.com/countersign/countersign/internal/sandbox/onespan"
+	"github.com/countersign/countersign/internal/sandbox/pipeline"
 )
 
 func TestRecordNeverBlocksWhenNATSIsGone(t *testing.T) {
@@ -41,17 +42,17 @@ func TestRecordNeverBlocksWhenNATSIsGone(t *testing.T) {
 }
 
 func TestPausedTenantIsRecordedAsPaused(t *testing.T) {
-	r := newRig(t, rigOpts{})
-	acme := r.tenants["acme"]
-	acme.sf.SetAccessTokenTTL(time.Millisecond) // the next call refreshes, with a revoked grant
-	acme.sf.RevokeAll()
-	r.start()
+	r := pipeline.New(t, pipeline.Options{})
+	acme := r.Tenants["acme"]
+	acme.SF.SetAccessTokenTTL(time.Millisecond) // the next call refreshes, with a revoked grant
+	acme.SF.RevokeAll()
+	r.Start()
 	ev := ossandbox.NewEvent("PACKAGE_CREATE", "sender-1", "pkg-paused", "", "", time.Now())
-	if err := ossandbox.SendCallback(t.Context(), r.ingest+"/v1/callbacks/acme", acme.key, ev); err != nil {
+	if err := ossandbox.SendCallback(t.Context(), r.Ingest+"/v1/callbacks/acme", acme.Key, ev); err != nil {
 		t.Fatal(err)
 	}
-	store := history.NewStore(r.q.JetStream(), r.q.Packages())
-	r.eventually(10*time.Second, "a paused attempt", func() bool {
+	store := history.NewStore(r.Queue.JetStream(), r.Queue.Packages())
+	r.Eventually(10*time.Second, "a paused attempt", func() bool {
 		p, err := store.Events(t.Context(), history.Filter{Tenant: "acme", Outcome: history.Paused}, history.Page{})
 		return err == nil && len(p.Events) == 1 && p.Events[0].ErrorClass == "reconnect" && p.Events[0].PackageID == "pkg-paused"
 	})

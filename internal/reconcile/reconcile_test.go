@@ -13,18 +13,19 @@ import (
 	"github.com/countersign/countersign/internal/queue"
 	"github.com/countersign/countersign/internal/reconcile"
 	ossandbox "github.com/countersign/countersign/internal/sandbox/onespan"
+	"github.com/countersign/countersign/internal/sandbox/pipeline"
 	sfsandbox "github.com/countersign/countersign/internal/sandbox/salesforce"
 	"github.com/countersign/countersign/internal/sfpush"
 )
 
-func newReconciler(t *testing.T, r *rig, interval time.Duration) *reconcile.Reconciler {
+func newReconciler(t *testing.T, r *pipeline.Rig, interval time.Duration) *reconcile.Reconciler {
 	t.Helper()
-	acme := r.tenants["acme"]
+	acme := r.Tenants["acme"]
 	rc, err := reconcile.New(reconcile.Options{
-		Publisher: r.q, JetStream: r.q.JetStream(), Packages: r.q.Packages(),
-		Tenants: []reconcile.Tenant{{ID: "acme", Config: acme.cfg, OneSpan: acme.tenant.OneSpan}},
+		Publisher: r.Queue, JetStream: r.Queue.JetStream(), Packages: r.Queue.Packages(),
+		Tenants: []reconcile.Tenant{{ID: "acme", Config: acme.Config, OneSpan: acme.Tenant.OneSpan}},
 		Config:  config.Reconcile{Interval: config.Duration(interval), Lookback: config.Duration(time.Hour)},
-		Metrics: r.m, PageSize: 2, Grace: -1,
+		Metrics: r.Metrics, PageSize: 2, Grace: -1,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -33,37 +34,37 @@ func newReconciler(t *testing.T, r *rig, interval time.Duration) *reconcile.Reco
 }
 
 func TestReconcileRepairsAPackageWhoseCallbacksWereNeverSent(t *testing.T) {
-	r := newRig(t, rigOpts{})
-	acme := r.tenants["acme"]
+	r := pipeline.New(t, pipeline.Options{})
+	acme := r.Tenants["acme"]
 	rc := newReconciler(t, r, 0)
-	r.start()
+	r.Start()
 	ctx := t.Context()
-	acme.newPackage(t, "pkg-missed")
-	if err := acme.os.Activate(ctx, "pkg-missed"); err != nil {
+	acme.NewPackage(t, "pkg-missed")
+	if err := acme.OS.Activate(ctx, "pkg-missed"); err != nil {
 		t.Fatal(err)
 	}
-	r.eventually(10*time.Second, "SENT", func() bool { return acme.status("pkg-missed") == "SENT" && acme.events("pkg-missed") == 2 })
+	r.Eventually(10*time.Second, "SENT", func() bool { return acme.Status("pkg-missed") == "SENT" && acme.Events("pkg-missed") == 2 })
 	// The listener is "down" while the package is signed and completed.
-	acme.os.HoldCallbacks(true)
+	acme.OS.HoldCallbacks(true)
 	for _, step := range []func() error{
-		func() error { return acme.os.SignDocument(ctx, "pkg-missed", "doc-1", "signer-1") },
-		func() error { return acme.os.SignDocument(ctx, "pkg-missed", "doc-2", "signer-1") },
-		func() error { return acme.os.SignerComplete(ctx, "pkg-missed", "signer-1") },
-		func() error { return acme.os.Complete(ctx, "pkg-missed") },
+		func() error { return acme.OS.SignDocument(ctx, "pkg-missed", "doc-1", "signer-1") },
+		func() error { return acme.OS.SignDocument(ctx, "pkg-missed", "doc-2", "signer-1") },
+		func() error { return acme.OS.SignerComplete(ctx, "pkg-missed", "signer-1") },
+		func() error { return acme.OS.Complete(ctx, "pkg-missed") },
 	} {
 		if err := step(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if len(acme.os.Held()) != 4 {
-		t.Fatalf("held callbacks: %d", len(acme.os.Held()))
+	if len(acme.OS.Held()) != 4 {
+		t.Fatalf("held callbacks: %d", len(acme.OS.Held()))
 	}
 	// Another package OneSpan completed without any callback at all, and
 	// one still in draft the listener never heard of (nothing to repair).
 	now := time.Now()
-	acme.os.AddPackage(ossandbox.Package{ID: "pkg-silent", Status: "COMPLETED", Created: now.Add(-time.Minute), Completed: now,
+	acme.OS.AddPackage(ossandbox.Package{ID: "pkg-silent", Status: "COMPLETED", Created: now.Add(-time.Minute), Completed: now,
 		Updated: now, Documents: []ossandbox.Document{{ID: "doc-1", Name: "Contract", Signed: true}}})
-	acme.os.AddPackage(ossandbox.Package{ID: "pkg-draft"})
+	acme.OS.AddPackage(ossandbox.Package{ID: "pkg-draft"})
 
 	res, err := rc.RunOnce(ctx, "acme", time.Hour)
 	if err != nil {
@@ -77,43 +78,43 @@ func TestReconcileRepairsAPackageWhoseCallbacksWereNeverSent(t *testing.T) {
 		got["pkg-draft"] != "" {
 		t.Fatalf("first run %+v", res)
 	}
-	r.eventually(20*time.Second, "both completed with their files", func() bool {
-		return acme.status("pkg-missed") == "COMPLETED" && acme.status("pkg-silent") == "COMPLETED" &&
-			len(acme.sf.ContentVersions()) == 3+2
+	r.Eventually(20*time.Second, "both completed with their files", func() bool {
+		return acme.Status("pkg-missed") == "COMPLETED" && acme.Status("pkg-silent") == "COMPLETED" &&
+			len(acme.SF.ContentVersions()) == 3+2
 	})
-	txn := acme.transaction("pkg-missed")
+	txn := acme.Transaction("pkg-missed")
 	if txn["Last_Event__c"] != "PACKAGE_COMPLETE" || txn["Completed_At__c"] == nil {
 		t.Errorf("transaction %v", txn)
 	}
 	for _, doc := range []string{"doc-1", "doc-2", ossandbox.EvidenceSummaryDocID} {
-		if _, ok := acme.sf.FindContentVersion("OneSpan_Document_Key__c", docKey("pkg-missed", doc)); !ok {
+		if _, ok := acme.SF.FindContentVersion("OneSpan_Document_Key__c", pipeline.DocKey("pkg-missed", doc)); !ok {
 			t.Errorf("no file %s", doc)
 		}
 	}
 	// The synthesized event is stored as reconcile and logged in Salesforce.
-	s, _ := r.q.JetStream().Stream(ctx, queue.CallbacksStream)
+	s, _ := r.Queue.JetStream().Stream(ctx, queue.CallbacksStream)
 	m, err := s.GetMsg(ctx, res.Events[0].Seq)
 	if err != nil || m.Header.Get(queue.HeaderSource) != queue.SourceReconcile {
 		t.Errorf("stored synthesized event: %v %v", m, err)
 	}
-	if testutil.ToFloat64(r.m.ReconciledEvents.WithLabelValues("acme")) != 2 {
-		t.Errorf("countersign_reconciled_events_total = %v", testutil.ToFloat64(r.m.ReconciledEvents.WithLabelValues("acme")))
+	if testutil.ToFloat64(r.Metrics.ReconciledEvents.WithLabelValues("acme")) != 2 {
+		t.Errorf("countersign_reconciled_events_total = %v", testutil.ToFloat64(r.Metrics.ReconciledEvents.WithLabelValues("acme")))
 	}
 
 	// Once delivered there is nothing left to do.
-	r.eventually(10*time.Second, "queue drained", func() bool {
+	r.Eventually(10*time.Second, "queue drained", func() bool {
 		res, err = rc.RunOnce(ctx, "acme", time.Hour)
 		return err == nil && res.Waiting == 0
 	})
 	if res.Checked != 3 || res.Synthesized != 0 || res.Duplicates != 0 || len(res.Events) != 0 {
 		t.Errorf("second run %+v", res)
 	}
-	events, files := acme.sf.Count(sfsandbox.ObjEvent), len(acme.sf.ContentVersions())
+	events, files := acme.SF.Count(sfsandbox.ObjEvent), len(acme.SF.ContentVersions())
 
 	// A file the state lost (say, a state restored from an old backup): a
 	// completion is synthesized again and the worker finds the file.
 	key := sfpush.PackageKey("acme", "pkg-silent")
-	e, err := r.q.Packages().Get(ctx, key)
+	e, err := r.Queue.Packages().Get(ctx, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,35 +124,35 @@ func TestReconcileRepairsAPackageWhoseCallbacksWereNeverSent(t *testing.T) {
 	}
 	delete(st.Documents, sfpush.DocumentKey("pkg-silent", sfpush.EvidenceSummaryKey))
 	b, _ := json.Marshal(st)
-	if _, err := r.q.Packages().Update(ctx, key, b, e.Revision()); err != nil {
+	if _, err := r.Queue.Packages().Update(ctx, key, b, e.Revision()); err != nil {
 		t.Fatal(err)
 	}
 	res, err = rc.RunOnce(ctx, "acme", time.Hour)
 	if err != nil || res.Synthesized != 1 || res.Events[0].PackageID != "pkg-silent" || res.Events[0].Reason != "1 documents missing" {
 		t.Fatalf("documents run %+v %v", res, err)
 	}
-	r.eventually(10*time.Second, "the state lists the file again", func() bool {
-		e, err := r.q.Packages().Get(ctx, key)
+	r.Eventually(10*time.Second, "the state lists the file again", func() bool {
+		e, err := r.Queue.Packages().Get(ctx, key)
 		if err != nil {
 			return false
 		}
 		var st sfpush.PackageState
 		return json.Unmarshal(e.Value(), &st) == nil && len(st.Documents) == 2
 	})
-	if got := len(acme.sf.ContentVersions()); got != files {
+	if got := len(acme.SF.ContentVersions()); got != files {
 		t.Errorf("files %d -> %d: a second copy was uploaded", files, got)
 	}
-	if got := acme.sf.Count(sfsandbox.ObjEvent); got != events+1 {
+	if got := acme.SF.Count(sfsandbox.ObjEvent); got != events+1 {
 		t.Errorf("event records %d -> %d, want one more (the synthesized completion)", events, got)
 	}
 }
 
 func TestTwoReplicasReconcilingAtOnceStoreOneEvent(t *testing.T) {
-	r := newRig(t, rigOpts{})
-	acme := r.tenants["acme"]
+	r := pipeline.New(t, pipeline.Options{})
+	acme := r.Tenants["acme"]
 	// No worker runs: the consumer does not exist yet either.
 	now := time.Now()
-	acme.os.AddPackage(ossandbox.Package{ID: "pkg-twice", Status: "DECLINED", Updated: now})
+	acme.OS.AddPackage(ossandbox.Package{ID: "pkg-twice", Status: "DECLINED", Updated: now})
 	a, b := newReconciler(t, r, 0), newReconciler(t, r, 0)
 	var wg sync.WaitGroup
 	results := make([]reconcile.Result, 2)
@@ -170,7 +171,7 @@ func TestTwoReplicasReconcilingAtOnceStoreOneEvent(t *testing.T) {
 	if n := results[0].Synthesized + results[1].Synthesized; n != 1 {
 		t.Errorf("synthesized %d events, want 1: %+v", n, results)
 	}
-	s, _ := r.q.JetStream().Stream(t.Context(), queue.CallbacksStream)
+	s, _ := r.Queue.JetStream().Stream(t.Context(), queue.CallbacksStream)
 	info, _ := s.Info(t.Context())
 	if info.State.Msgs != 1 {
 		t.Errorf("CALLBACKS holds %d messages", info.State.Msgs)
@@ -180,20 +181,20 @@ func TestTwoReplicasReconcilingAtOnceStoreOneEvent(t *testing.T) {
 	if err != nil || res.Waiting != 1 || res.Synthesized != 0 {
 		t.Errorf("run while the event waits: %+v %v", res, err)
 	}
-	r.start()
-	r.eventually(10*time.Second, "DECLINED", func() bool { return acme.status("pkg-twice") == "DECLINED" })
+	r.Start()
+	r.Eventually(10*time.Second, "DECLINED", func() bool { return acme.Status("pkg-twice") == "DECLINED" })
 }
 
 func TestRunReconcilesOnItsIntervalAndStopsWithTheContext(t *testing.T) {
-	r := newRig(t, rigOpts{})
-	acme := r.tenants["acme"]
-	r.start()
-	acme.os.AddPackage(ossandbox.Package{ID: "pkg-run", Status: "EXPIRED", Updated: time.Now()})
+	r := pipeline.New(t, pipeline.Options{})
+	acme := r.Tenants["acme"]
+	r.Start()
+	acme.OS.AddPackage(ossandbox.Package{ID: "pkg-run", Status: "EXPIRED", Updated: time.Now()})
 	rc := newReconciler(t, r, 50*time.Millisecond)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- rc.Run(ctx) }()
-	r.eventually(10*time.Second, "EXPIRED", func() bool { return acme.status("pkg-run") == "EXPIRED" })
+	r.Eventually(10*time.Second, "EXPIRED", func() bool { return acme.Status("pkg-run") == "EXPIRED" })
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)
@@ -208,17 +209,17 @@ func TestRunReconcilesOnItsIntervalAndStopsWithTheContext(t *testing.T) {
 }
 
 func TestDeadLetteredPackageIsLeftToReplay(t *testing.T) {
-	r := newRig(t, rigOpts{})
-	acme := r.tenants["acme"]
-	acme.cfg.Salesforce.Objects.Event.Name = "No_Such_Object__c"
-	r.start()
-	acme.newPackage(t, "pkg-dead")
-	r.eventually(10*time.Second, "a dead letter", func() bool {
-		n, _ := sfpush.DeadLetterCount(t.Context(), r.q.JetStream(), "acme")
+	r := pipeline.New(t, pipeline.Options{})
+	acme := r.Tenants["acme"]
+	acme.Config.Salesforce.Objects.Event.Name = "No_Such_Object__c"
+	r.Start()
+	acme.NewPackage(t, "pkg-dead")
+	r.Eventually(10*time.Second, "a dead letter", func() bool {
+		n, _ := sfpush.DeadLetterCount(t.Context(), r.Queue.JetStream(), "acme")
 		return n == 1
 	})
-	acme.os.HoldCallbacks(true)
-	if err := acme.os.Activate(t.Context(), "pkg-dead"); err != nil {
+	acme.OS.HoldCallbacks(true)
+	if err := acme.OS.Activate(t.Context(), "pkg-dead"); err != nil {
 		t.Fatal(err)
 	}
 	res, err := newReconciler(t, r, 0).RunOnce(t.Context(), "acme", time.Hour)
@@ -228,12 +229,12 @@ func TestDeadLetteredPackageIsLeftToReplay(t *testing.T) {
 }
 
 func TestRecentlyUpdatedPackageWaitsForItsCallbacks(t *testing.T) {
-	r := newRig(t, rigOpts{})
-	acme := r.tenants["acme"]
-	acme.os.AddPackage(ossandbox.Package{ID: "pkg-fresh", Status: "COMPLETED", Updated: time.Now(), Completed: time.Now()})
+	r := pipeline.New(t, pipeline.Options{})
+	acme := r.Tenants["acme"]
+	acme.OS.AddPackage(ossandbox.Package{ID: "pkg-fresh", Status: "COMPLETED", Updated: time.Now(), Completed: time.Now()})
 	rc, err := reconcile.New(reconcile.Options{
-		Publisher: r.q, JetStream: r.q.JetStream(), Packages: r.q.Packages(), Metrics: r.m,
-		Tenants: []reconcile.Tenant{{ID: "acme", Config: acme.cfg, OneSpan: acme.tenant.OneSpan}},
+		Publisher: r.Queue, JetStream: r.Queue.JetStream(), Packages: r.Queue.Packages(), Metrics: r.Metrics,
+		Tenants: []reconcile.Tenant{{ID: "acme", Config: acme.Config, OneSpan: acme.Tenant.OneSpan}},
 		// The default grace: a callback sent a moment ago may be in flight.
 	})
 	if err != nil {

@@ -8,23 +8,24 @@ import (
 	"github.com/countersign/countersign/internal/history"
 	"github.com/countersign/countersign/internal/queue"
 	"github.com/countersign/countersign/internal/replay"
+	"github.com/countersign/countersign/internal/sandbox/pipeline"
 	sfsandbox "github.com/countersign/countersign/internal/sandbox/salesforce"
 	"github.com/countersign/countersign/internal/sfpush"
 )
 
-func newReplayer(t *testing.T, r *rig) (*replay.Replayer, *history.Store) {
+func newReplayer(t *testing.T, r *pipeline.Rig) (*replay.Replayer, *history.Store) {
 	t.Helper()
-	store := history.NewStore(r.q.JetStream(), r.q.Packages())
-	rp, err := replay.New(replay.Options{JetStream: r.q.JetStream(), Packages: r.q.Packages(), History: store})
+	store := history.NewStore(r.Queue.JetStream(), r.Queue.Packages())
+	rp, err := replay.New(replay.Options{JetStream: r.Queue.JetStream(), Packages: r.Queue.Packages(), History: store})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return rp, store
 }
 
-func callbacksCount(t *testing.T, r *rig) uint64 {
+func callbacksCount(t *testing.T, r *pipeline.Rig) uint64 {
 	t.Helper()
-	s, err := r.q.JetStream().Stream(t.Context(), queue.CallbacksStream)
+	s, err := r.Queue.JetStream().Stream(t.Context(), queue.CallbacksStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,20 +46,20 @@ func attempts(t *testing.T, store *history.Store, key string) int {
 }
 
 func TestReplayByEventKeyAndByFilter(t *testing.T) {
-	r := newRig(t, rigOpts{})
-	acme := r.tenants["acme"]
+	r := pipeline.New(t, pipeline.Options{})
+	acme := r.Tenants["acme"]
 	rp, store := newReplayer(t, r)
-	r.start()
+	r.Start()
 	t0 := time.Now()
-	acme.completePackage(t, "pkg-a")
-	acme.completePackage(t, "pkg-b")
+	acme.CompletePackage(t, "pkg-a")
+	acme.CompletePackage(t, "pkg-b")
 	t1 := time.Now()
-	r.eventually(20*time.Second, "both packages delivered with files", func() bool {
-		return acme.status("pkg-a") == "COMPLETED" && acme.status("pkg-b") == "COMPLETED" && len(acme.sf.ContentVersions()) == 6 &&
-			acme.sf.Count(sfsandbox.ObjEvent) == 12
+	r.Eventually(20*time.Second, "both packages delivered with files", func() bool {
+		return acme.Status("pkg-a") == "COMPLETED" && acme.Status("pkg-b") == "COMPLETED" && len(acme.SF.ContentVersions()) == 6 &&
+			acme.SF.Count(sfsandbox.ObjEvent) == 12
 	})
 	var completeKey string
-	r.eventually(5*time.Second, "the completion of pkg-a in the history", func() bool {
+	r.Eventually(5*time.Second, "the completion of pkg-a in the history", func() bool {
 		page, err := store.Events(t.Context(), history.Filter{Tenant: "acme", PackageID: "pkg-a", Event: "PACKAGE_COMPLETE"}, history.Page{})
 		if err != nil || len(page.Events) != 1 {
 			return false
@@ -105,7 +106,7 @@ func TestReplayByEventKeyAndByFilter(t *testing.T) {
 	if err != nil || res.Matched != 1 || res.Replayed != 1 || fmt.Sprint(calls) != "[1/1]" {
 		t.Fatalf("replay by key: %+v %v progress %v", res, err, calls)
 	}
-	r.eventually(15*time.Second, "the replayed completion delivered", func() bool {
+	r.Eventually(15*time.Second, "the replayed completion delivered", func() bool {
 		st, err := store.Story(t.Context(), "acme", completeKey)
 		return err == nil && len(st.Attempts) == 2 && st.Attempts[1].Outcome == history.Delivered && st.Attempts[1].Source == queue.SourceReplay
 	})
@@ -113,7 +114,7 @@ func TestReplayByEventKeyAndByFilter(t *testing.T) {
 	if len(st.Messages) != 2 || st.Messages[1].Source != queue.SourceReplay || string(st.Messages[0].Body) != string(st.Messages[1].Body) {
 		t.Errorf("stored copies %+v", st.Messages)
 	}
-	s, _ := r.q.JetStream().Stream(t.Context(), queue.CallbacksStream)
+	s, _ := r.Queue.JetStream().Stream(t.Context(), queue.CallbacksStream)
 	copyMsg, err := s.GetMsg(t.Context(), st.Messages[1].Seq)
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +135,7 @@ func TestReplayByEventKeyAndByFilter(t *testing.T) {
 	if err != nil || res.Matched != 4 || res.Replayed != 4 {
 		t.Fatalf("replay by filter: %+v %v", res, err)
 	}
-	r.eventually(15*time.Second, "replays delivered", func() bool {
+	r.Eventually(15*time.Second, "replays delivered", func() bool {
 		p, err := store.Events(t.Context(), history.Filter{Tenant: "acme", Source: queue.SourceReplay, Outcome: history.Delivered}, history.Page{})
 		return err == nil && len(p.Events) == 5 && attempts(t, store, completeKey) == 3
 	})
@@ -142,9 +143,9 @@ func TestReplayByEventKeyAndByFilter(t *testing.T) {
 		t.Errorf("CALLBACKS holds %d messages, want 18", n)
 	}
 	// Idempotent writes: nothing doubled in Salesforce.
-	if acme.sf.Count(sfsandbox.ObjEvent) != 12 || len(acme.sf.ContentVersions()) != 6 || acme.sf.Count(sfsandbox.ObjTransaction) != 2 {
+	if acme.SF.Count(sfsandbox.ObjEvent) != 12 || len(acme.SF.ContentVersions()) != 6 || acme.SF.Count(sfsandbox.ObjTransaction) != 2 {
 		t.Errorf("records after replays: %d events, %d files, %d transactions",
-			acme.sf.Count(sfsandbox.ObjEvent), len(acme.sf.ContentVersions()), acme.sf.Count(sfsandbox.ObjTransaction))
+			acme.SF.Count(sfsandbox.ObjEvent), len(acme.SF.ContentVersions()), acme.SF.Count(sfsandbox.ObjTransaction))
 	}
 	if _, err := rp.Replay(t.Context(), replay.Filter{}, true, nil); err == nil {
 		t.Error("a replay without tenant was accepted")
@@ -152,23 +153,23 @@ func TestReplayByEventKeyAndByFilter(t *testing.T) {
 }
 
 func TestReplayedDeadLetterIsDeliveredAndRemoved(t *testing.T) {
-	r := newRig(t, rigOpts{})
-	acme := r.tenants["acme"]
+	r := pipeline.New(t, pipeline.Options{})
+	acme := r.Tenants["acme"]
 	rp, store := newReplayer(t, r)
 	// The org lacks the event object: every event dead-letters.
-	acme.cfg.Salesforce.Objects.Event.Name = "No_Such_Object__c"
-	r.start()
-	acme.newPackage(t, "pkg-dl")
-	if err := acme.os.Activate(t.Context(), "pkg-dl"); err != nil {
+	acme.Config.Salesforce.Objects.Event.Name = "No_Such_Object__c"
+	r.Start()
+	acme.NewPackage(t, "pkg-dl")
+	if err := acme.OS.Activate(t.Context(), "pkg-dl"); err != nil {
 		t.Fatal(err)
 	}
-	acme.newPackage(t, "pkg-other")
+	acme.NewPackage(t, "pkg-other")
 	deadLetters := func() uint64 {
-		n, _ := sfpush.DeadLetterCount(t.Context(), r.q.JetStream(), "acme")
+		n, _ := sfpush.DeadLetterCount(t.Context(), r.Queue.JetStream(), "acme")
 		return n
 	}
-	r.eventually(15*time.Second, "3 dead letters", func() bool { return deadLetters() == 3 })
-	r.stop()
+	r.Eventually(15*time.Second, "3 dead letters", func() bool { return deadLetters() == 3 })
+	r.Stop()
 
 	list, err := rp.ListDeadLetters(t.Context(), replay.Filter{Tenant: "acme"}, replay.Page{Limit: 2})
 	if err != nil || len(list.DeadLetters) != 2 || list.Next == "" {
@@ -195,8 +196,8 @@ func TestReplayedDeadLetterIsDeliveredAndRemoved(t *testing.T) {
 	}
 
 	// Fix the cause, then replay pkg-dl's dead letters.
-	acme.cfg.Salesforce.Objects.Event.Name = "OneSpan_Event__c"
-	r.start()
+	acme.Config.Salesforce.Objects.Event.Name = "OneSpan_Event__c"
+	r.Start()
 	f := replay.Filter{Tenant: "acme", Source: replay.SourceDeadLetters, PackageID: "pkg-dl"}
 	dry, err := rp.Replay(t.Context(), f, true, nil)
 	if err != nil || dry.Matched != 2 || dry.Replayed != 0 || deadLetters() != 2 {
@@ -209,11 +210,11 @@ func TestReplayedDeadLetterIsDeliveredAndRemoved(t *testing.T) {
 	if deadLetters() != 0 {
 		t.Errorf("dead letters left after replay: %d", deadLetters())
 	}
-	r.eventually(15*time.Second, "the replayed events in Salesforce", func() bool {
-		return acme.status("pkg-dl") == "SENT" && acme.events("pkg-dl") == 2
+	r.Eventually(15*time.Second, "the replayed events in Salesforce", func() bool {
+		return acme.Status("pkg-dl") == "SENT" && acme.Events("pkg-dl") == 2
 	})
 	key := only.DeadLetters[0].EventKey
-	r.eventually(5*time.Second, "the history of the replayed event", func() bool {
+	r.Eventually(5*time.Second, "the history of the replayed event", func() bool {
 		st, err := store.Story(t.Context(), "acme", key)
 		return err == nil && len(st.Attempts) == 2 && st.Attempts[0].Outcome == history.DeadLettered &&
 			st.Attempts[1].Outcome == history.Delivered && st.Attempts[1].Source == queue.SourceReplay
