@@ -12,6 +12,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/countersign/countersign/internal/auth"
 	"github.com/countersign/countersign/internal/callback"
 	"github.com/countersign/countersign/internal/config"
 	"github.com/countersign/countersign/internal/metrics"
@@ -44,7 +45,7 @@ type Options struct {
 type Handler struct {
 	o       Options
 	keys    map[string]*keyring
-	limiter *failureLimiter
+	limiter *auth.FailureLimiter
 }
 
 // noEvent labels outcomes decided before the body was read.
@@ -72,7 +73,7 @@ func New(o Options) *Handler {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{o: o, keys: map[string]*keyring{}, limiter: newFailureLimiter(o.MaxAuthFailures, o.AuthFailureWindow)}
+	h := &Handler{o: o, keys: map[string]*keyring{}, limiter: auth.NewFailureLimiter(o.MaxAuthFailures, o.AuthFailureWindow, auth.DefaultLimiterCapacity, nil)}
 	for id, t := range o.Tenants {
 		h.keys[id] = newKeyring(t.CallbackKeys)
 		o.Metrics.InitIngest(id, MetricEvents())
@@ -113,7 +114,7 @@ func (h *Handler) serve(c echo.Context) error {
 		h.o.Metrics.CallbacksReceived.WithLabelValues(label, event, outcome).Inc()
 	}
 
-	if blocked, left := h.limiter.blocked(ip); blocked {
+	if blocked, left := h.limiter.Blocked(ip); blocked {
 		count(noEvent, "rate_limited")
 		c.Response().Header().Set("Retry-After", strconv.Itoa(int(left.Seconds())+1))
 		return c.JSON(http.StatusTooManyRequests, errorBody{Error: "too many failed attempts"})
@@ -123,7 +124,7 @@ func (h *Handler) serve(c echo.Context) error {
 	}
 	authz := req.Header.Get(echo.HeaderAuthorization)
 	if ok, why := h.authorized(tenant, keys, authz); !ok || !known {
-		h.limiter.fail(ip)
+		h.limiter.Fail(ip)
 		count(noEvent, "unauthorized")
 		h.o.Logger.WarnContext(req.Context(), "callback refused: bad or missing callback key", "tenant", label, "remote", ip, "reason", why)
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, h.challenge(authz))
@@ -156,7 +157,10 @@ func (h *Handler) serve(c echo.Context) error {
 
 	key := ev.Key(tenant)
 	event := callback.Label(ev.Name)
-	log := h.o.Logger.With("tenant", tenant, "event", ev.Name, "package", ev.PackageID, "event_key", key)
+	// Attributes are passed per line rather than with Logger.With, which
+	// would run the redacting handler on every request even when no line is
+	// written.
+	attrs := []any{"tenant", tenant, "event", ev.Name, "package", ev.PackageID, "event_key", key}
 	ctx, cancel := context.WithTimeout(req.Context(), h.o.PublishTimeout)
 	defer cancel()
 	pub, err := h.o.Publisher.Publish(ctx, queue.Callback{
@@ -167,7 +171,7 @@ func (h *Handler) serve(c echo.Context) error {
 		// No PubAck, no 2xx: OneSpan does not resend, so the sender must
 		// see the failure (and its failure e-mail) rather than a lie.
 		count(event, "unavailable")
-		log.ErrorContext(ctx, "callback not persisted", "error", err, "timeout", errors.Is(err, context.DeadlineExceeded))
+		h.o.Logger.ErrorContext(ctx, "callback not persisted", append(attrs, "error", err, "timeout", errors.Is(err, context.DeadlineExceeded))...)
 		c.Response().Header().Set("Retry-After", "5")
 		return c.JSON(http.StatusServiceUnavailable, errorBody{Error: "queue unavailable, retry later"})
 	}
@@ -177,7 +181,7 @@ func (h *Handler) serve(c echo.Context) error {
 	}
 	count(event, outcome)
 	h.o.Metrics.CallbackIngest.WithLabelValues(tenant).Observe(h.o.Now().Sub(start).Seconds())
-	log.InfoContext(ctx, "callback stored", "seq", pub.Sequence, "duplicate", pub.Duplicate)
+	h.o.Logger.InfoContext(ctx, "callback stored", append(attrs, "seq", pub.Sequence, "duplicate", pub.Duplicate)...)
 	return c.JSON(http.StatusOK, Answer{ID: key, Duplicate: pub.Duplicate})
 }
 

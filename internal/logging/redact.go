@@ -59,10 +59,30 @@ func (s *Secrets) scrub(v string) string {
 	return v
 }
 
+// mayHoldCredential is a cheap test that no credential pattern can match v,
+// so most values skip the regular expressions.
+func mayHoldCredential(v string) bool {
+	if strings.ContainsAny(v, "=!") || strings.Contains(v, "5Aep") {
+		return true
+	}
+	for i := 0; i+5 <= len(v); i++ {
+		switch v[i] | 0x20 {
+		case 'b':
+			if w := strings.ToLower(v[i:min(i+6, len(v))]); strings.HasPrefix(w, "basic") || strings.HasPrefix(w, "bearer") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Scrub removes credentials from a string (exported for error texts shown
 // on pages).
 func (s *Secrets) Scrub(v string) string {
 	v = s.scrub(v)
+	if !mayHoldCredential(v) {
+		return v
+	}
 	for _, re := range sensitiveValue {
 		v = re.ReplaceAllStringFunc(v, func(m string) string {
 			if sub := re.FindStringSubmatch(m); len(sub) > 1 && strings.HasSuffix(sub[1], "=") {
@@ -111,8 +131,21 @@ func (h *Handler) WithGroup(name string) slog.Handler {
 	return &Handler{next: h.next.WithGroup(name), secrets: h.secrets}
 }
 
+// keyVerdicts caches whether an attribute key is sensitive: keys are few
+// and repeat on every line.
+var keyVerdicts sync.Map
+
+func sensitive(key string) bool {
+	if v, ok := keyVerdicts.Load(key); ok {
+		return v.(bool)
+	}
+	v := sensitiveKey.MatchString(key) && !strings.HasSuffix(strings.ToLower(key), "event_key")
+	keyVerdicts.Store(key, v)
+	return v
+}
+
 func (h *Handler) redact(a slog.Attr) slog.Attr {
-	if sensitiveKey.MatchString(a.Key) && !strings.HasSuffix(strings.ToLower(a.Key), "event_key") {
+	if sensitive(a.Key) {
 		return slog.String(a.Key, Redacted)
 	}
 	v := a.Value.Resolve()
