@@ -78,7 +78,9 @@ func New(o Options) (*Admin, error) {
 	if o.AuthFailureWindow <= 0 {
 		o.AuthFailureWindow = time.Minute
 	}
-	authn, err := NewAuthenticator(o.Config.Admin.Tokens, newFailureLimiter(o.MaxAuthFailures, o.AuthFailureWindow, o.Now), o.Logger)
+	// Admin clients are few: 10,000 addresses bound its memory well below ingest's.
+	limiter := auth.NewFailureLimiter(o.MaxAuthFailures, o.AuthFailureWindow, 10_000, o.Now)
+	authn, err := NewAuthenticator(o.Config.Admin.Tokens, limiter, o.Logger)
 	if err != nil {
 		return nil, err
 	}

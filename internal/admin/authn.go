@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/countersign/countersign/internal/auth"
 )
 
 // Errors of a Credential check.
@@ -43,12 +45,12 @@ type Denier func(c echo.Context, status int, message string) error
 type Authenticator struct {
 	bearer  *BearerTokens
 	session Credential // nil until the web page sets one
-	limiter *failureLimiter
+	limiter *auth.FailureLimiter
 	log     *slog.Logger
 }
 
 // NewAuthenticator accepts any of tokens as a bearer credential.
-func NewAuthenticator(tokens []string, limiter *failureLimiter, log *slog.Logger) (*Authenticator, error) {
+func NewAuthenticator(tokens []string, limiter *auth.FailureLimiter, log *slog.Logger) (*Authenticator, error) {
 	b, err := NewBearerTokens(tokens)
 	if err != nil {
 		return nil, err
@@ -105,7 +107,7 @@ func (a *Authenticator) require(deny Denier, creds func() []Credential) echo.Mid
 // address that failed too often) and err is what the handler must return.
 func (a *Authenticator) Authenticate(c echo.Context, deny Denier, creds ...Credential) (bool, error) {
 	ip := c.RealIP()
-	if blocked, left := a.limiter.blocked(ip); blocked {
+	if blocked, left := a.limiter.Blocked(ip); blocked {
 		c.Response().Header().Set("Retry-After", strconv.Itoa(int(left.Seconds())+1))
 		return false, deny(c, http.StatusTooManyRequests, "too many failed attempts")
 	}
@@ -127,7 +129,7 @@ func (a *Authenticator) Authenticate(c echo.Context, deny Denier, creds ...Crede
 // answer (the same whatever was wrong, so nothing can be enumerated).
 func (a *Authenticator) Refuse(c echo.Context, deny Denier, method string) error {
 	ip := c.RealIP()
-	a.limiter.fail(ip)
+	a.limiter.Fail(ip)
 	a.log.Warn("admin request refused", "method", method, "path", c.Path(), "remote", ip)
 	c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="countersign"`)
 	return deny(c, http.StatusUnauthorized, "unauthorized")
@@ -136,7 +138,7 @@ func (a *Authenticator) Refuse(c echo.Context, deny Denier, method string) error
 // blocked reports whether the client is refused for failing too often, and
 // the Retry-After seconds; the ticket check uses it before any lookup.
 func (a *Authenticator) blocked(c echo.Context) (bool, int) {
-	blocked, left := a.limiter.blocked(c.RealIP())
+	blocked, left := a.limiter.Blocked(c.RealIP())
 	return blocked, int(left.Seconds()) + 1
 }
 

@@ -126,7 +126,7 @@ func (h *Handler) tokenEndpoint() echo.HandlerFunc {
 		res.Set("Cache-Control", "no-store")
 		res.Set("Pragma", "no-cache")
 		ip := c.RealIP()
-		if blocked, left := h.limiter.blocked(ip); blocked {
+		if blocked, left := h.limiter.Blocked(ip); blocked {
 			res.Set("Retry-After", strconv.Itoa(int(left.Seconds())+1))
 			return c.JSON(http.StatusTooManyRequests, oauthError{Error: "temporarily_unavailable", Description: "too many failed attempts"})
 		}
@@ -152,7 +152,7 @@ func (h *Handler) tokenEndpoint() echo.HandlerFunc {
 		}
 		clientID, client := authenticateClient(clients, creds)
 		if client == nil {
-			h.limiter.fail(ip)
+			h.limiter.Fail(ip)
 			// The id is logged only when it is configured: a caller's text
 			// could be a secret typed into the wrong field.
 			tenant := ""
