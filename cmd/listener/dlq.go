@@ -84,11 +84,23 @@ func printDeadLetters(w io.Writer, list []replay.DeadLetter) error {
 }
 
 func newDLQReplayCmd() *cobra.Command {
+	return newDeadLetterCmd("replay --tenant T [--seq N | --package P | --event E | --since D | --from T1 --to T2]",
+		"Replay dead letters (after fixing the cause); replayed ones leave the dead letters", runReplay)
+}
+
+func newDLQPurgeCmd() *cobra.Command {
+	return newDeadLetterCmd("purge --tenant T [--seq N | --package P | --event E | --since D | --from T1 --to T2]",
+		"Delete dead letters for good (their delivery history is kept)", runPurge)
+}
+
+// newDeadLetterCmd is a command acting on the dead letters its flags select;
+// run gets the admin client and the request those flags make.
+func newDeadLetterCmd(use, short string, run func(*cobra.Command, *adminClient, *replayFlags, admin.ReplayRequest) error) *cobra.Command {
 	a := &adminFlags{}
 	f := &replayFlags{}
 	cmd := &cobra.Command{
-		Use:   "replay --tenant T [--seq N | --package P | --event E | --since D | --from T1 --to T2]",
-		Short: "Replay dead letters (after fixing the cause); replayed ones leave the dead letters",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.client()
@@ -100,7 +112,7 @@ func newDLQReplayCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runReplay(cmd, c, f, req)
+			return run(cmd, c, f, req)
 		},
 	}
 	a.register(cmd)
@@ -108,53 +120,34 @@ func newDLQReplayCmd() *cobra.Command {
 	return cmd
 }
 
-func newDLQPurgeCmd() *cobra.Command {
-	a := &adminFlags{}
-	f := &replayFlags{}
-	cmd := &cobra.Command{
-		Use:   "purge --tenant T [--seq N | --package P | --event E | --since D | --from T1 --to T2]",
-		Short: "Delete dead letters for good (their delivery history is kept)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			f.source = replay.SourceDeadLetters
-			req, err := f.request()
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			path := tenantPath(f.tenant, "/deadletters/purge")
-			dry := req
-			dry.DryRun = true
-			var count admin.PurgeAnswer
-			if err := c.do(cmd.Context(), http.MethodPost, path, dry, &count); err != nil {
-				return err
-			}
-			if f.dryRun || count.Matched == 0 {
-				if c.output == "json" {
-					return printJSON(out, count)
-				}
-				fmt.Fprintf(out, "%d dead %s would be purged\n", count.Matched, plural(count.Matched, "letter", "letters"))
-				return nil
-			}
-			if !f.yes && !confirm(cmd, fmt.Sprintf("Delete %d dead %s of tenant %s for good?", count.Matched, plural(count.Matched, "letter", "letters"), f.tenant)) {
-				return errors.New("nothing purged")
-			}
-			var ans admin.PurgeAnswer
-			if err := c.do(cmd.Context(), http.MethodPost, path, req, &ans); err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(out, ans)
-			}
-			fmt.Fprintf(out, "purged %d dead %s of tenant %s\n", ans.Purged, plural(ans.Purged, "letter", "letters"), f.tenant)
-			return nil
-		},
+// runPurge counts the selected dead letters (a dry run), asks for
+// confirmation unless --yes, then deletes them.
+func runPurge(cmd *cobra.Command, c *adminClient, f *replayFlags, req admin.ReplayRequest) error {
+	out := cmd.OutOrStdout()
+	path := tenantPath(f.tenant, "/deadletters/purge")
+	dry := req
+	dry.DryRun = true
+	var count admin.PurgeAnswer
+	if err := c.do(cmd.Context(), http.MethodPost, path, dry, &count); err != nil {
+		return err
 	}
-	a.register(cmd)
-	f.register(cmd, false, false)
-	return cmd
+	if f.dryRun || count.Matched == 0 {
+		if c.output == "json" {
+			return printJSON(out, count)
+		}
+		fmt.Fprintf(out, "%d dead %s would be purged\n", count.Matched, plural(count.Matched, "letter", "letters"))
+		return nil
+	}
+	if !f.yes && !confirm(cmd, fmt.Sprintf("Delete %d dead %s of tenant %s for good?", count.Matched, plural(count.Matched, "letter", "letters"), f.tenant)) {
+		return errors.New("nothing purged")
+	}
+	var ans admin.PurgeAnswer
+	if err := c.do(cmd.Context(), http.MethodPost, path, req, &ans); err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return printJSON(out, ans)
+	}
+	fmt.Fprintf(out, "purged %d dead %s of tenant %s\n", ans.Purged, plural(ans.Purged, "letter", "letters"), f.tenant)
+	return nil
 }

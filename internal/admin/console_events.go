@@ -341,13 +341,23 @@ func (cs *console) replayFilterOf(c echo.Context, purge bool) (filterForm, repla
 	return f, rf, err
 }
 
-func (cs *console) replayPreview(c echo.Context) error {
+// selection is the start of every replay and purge handler: replay must be
+// wired here and the posted filter valid; when not ok, err is the answer.
+func (cs *console) selection(c echo.Context, purge bool) (filterForm, replay.Filter, bool, error) {
 	if ok, err := cs.wired(c, cs.a.o.Replayer != nil); !ok {
-		return err
+		return filterForm{}, replay.Filter{}, false, err
 	}
-	f, rf, err := cs.replayFilterOf(c, false)
+	f, rf, err := cs.replayFilterOf(c, purge)
 	if err != nil {
-		return cs.fail(c, err)
+		return f, rf, false, cs.fail(c, err)
+	}
+	return f, rf, true, nil
+}
+
+func (cs *console) replayPreview(c echo.Context) error {
+	f, rf, ok, err := cs.selection(c, false)
+	if !ok {
+		return err
 	}
 	res, err := cs.a.o.Replayer.Replay(cs.ctx(c), rf, true, nil)
 	if err != nil {
@@ -364,12 +374,9 @@ type replayDone struct {
 }
 
 func (cs *console) replay(c echo.Context) error {
-	if ok, err := cs.wired(c, cs.a.o.Replayer != nil); !ok {
+	f, rf, ok, err := cs.selection(c, false)
+	if !ok {
 		return err
-	}
-	f, rf, err := cs.replayFilterOf(c, false)
-	if err != nil {
-		return cs.fail(c, err)
 	}
 	_ = http.NewResponseController(c.Response()).SetWriteDeadline(cs.a.now().Add(longOperation))
 	res, err := cs.a.o.Replayer.Replay(cs.ctx(c), rf, false, nil)
@@ -384,12 +391,9 @@ func (cs *console) replay(c echo.Context) error {
 }
 
 func (cs *console) purgePreview(c echo.Context) error {
-	if ok, err := cs.wired(c, cs.a.o.Replayer != nil); !ok {
+	f, rf, ok, err := cs.selection(c, true)
+	if !ok {
 		return err
-	}
-	f, rf, err := cs.replayFilterOf(c, true)
-	if err != nil {
-		return cs.fail(c, err)
 	}
 	ans, err := cs.a.purge(cs.ctx(c), rf, true)
 	if err != nil {
@@ -400,12 +404,9 @@ func (cs *console) purgePreview(c echo.Context) error {
 }
 
 func (cs *console) purge(c echo.Context) error {
-	if ok, err := cs.wired(c, cs.a.o.Replayer != nil); !ok {
+	f, rf, ok, err := cs.selection(c, true)
+	if !ok {
 		return err
-	}
-	f, rf, err := cs.replayFilterOf(c, true)
-	if err != nil {
-		return cs.fail(c, err)
 	}
 	ans, err := cs.a.purge(cs.ctx(c), rf, false)
 	if err != nil {

@@ -169,7 +169,13 @@ func (a *Admin) knownTenant(c echo.Context, need ...any) (string, bool, error) {
 }
 
 func (a *Admin) apiEvents(c echo.Context) error {
-	tenant, ok, err := a.knownTenant(c, a.o.History)
+	return answerPage(a, c, a.o.History, a.events)
+}
+
+// answerPage answers a list route: the tenant (with the part it needs), its
+// query, then one page of list.
+func answerPage[P any](a *Admin, c echo.Context, need any, list func(context.Context, string, EventQuery) (P, error)) error {
+	tenant, ok, err := a.knownTenant(c, need)
 	if !ok {
 		return err
 	}
@@ -177,7 +183,7 @@ func (a *Admin) apiEvents(c echo.Context) error {
 	if err != nil {
 		return a.operationError(c, err)
 	}
-	page, err := a.events(c.Request().Context(), tenant, q)
+	page, err := list(c.Request().Context(), tenant, q)
 	if err != nil {
 		return a.operationError(c, err)
 	}
@@ -244,19 +250,7 @@ func (a *Admin) apiPackage(c echo.Context) error {
 }
 
 func (a *Admin) apiDeadLetters(c echo.Context) error {
-	tenant, ok, err := a.knownTenant(c, a.o.Replayer)
-	if !ok {
-		return err
-	}
-	q, err := a.readQuery(c.QueryParams())
-	if err != nil {
-		return a.operationError(c, err)
-	}
-	page, err := a.deadLetters(c.Request().Context(), tenant, q)
-	if err != nil {
-		return a.operationError(c, err)
-	}
-	return c.JSON(http.StatusOK, page)
+	return answerPage(a, c, a.o.Replayer, a.deadLetters)
 }
 
 func (a *Admin) deadLetters(ctx context.Context, tenant string, q EventQuery) (replay.DeadLetterPage, error) {
