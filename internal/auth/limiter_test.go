@@ -1,30 +1,14 @@
-package auth_test
+package auth
 
 import (
 	"fmt"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/countersign/countersign/internal/auth"
 )
-
-// clock is a settable time for the limiter.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func TestFailureLimiterBlocksAnAddressUntilItsWindowEnds(t *testing.T) {
 	c := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	l := auth.NewFailureLimiter(3, time.Minute, 0, c.now)
+	l := NewFailureLimiter(3, time.Minute, 0, c.now)
 	for i := range 3 {
 		if blocked, _ := l.Blocked("198.51.100.7"); blocked {
 			t.Fatalf("blocked after %d failures, want after 3", i)
@@ -57,7 +41,7 @@ func TestFailureLimiterBlocksAnAddressUntilItsWindowEnds(t *testing.T) {
 
 func TestFailureLimiterMemoryIsBounded(t *testing.T) {
 	c := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	l := auth.NewFailureLimiter(1, time.Minute, 4, c.now)
+	l := NewFailureLimiter(1, time.Minute, 4, c.now)
 	l.Fail("old")
 	c.add(2 * time.Minute)
 	for i := range 3 {
