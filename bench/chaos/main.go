@@ -57,7 +57,7 @@ func run() int {
 	flag.StringVar(&o.command, "command", "", "command line shown in the README")
 	flag.StringVar(&o.label, "label", "", "what was measured (e.g. the listener's git revision)")
 	flag.StringVar(&o.workDir, "work", "", "directory for stores, configs and logs (default: a temporary one)")
-	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs) after the run")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs) after a run that passed (a failed run always keeps it)")
 	flag.IntVar(&o.maxDeliver, "max-deliver", 100, "worker.max_deliver of the listeners")
 	flag.StringVar(&o.backoff, "backoff", "100ms,250ms,500ms,1s,2s", "worker.backoff of the listeners (comma list)")
 	flag.Parse()
@@ -78,9 +78,6 @@ func run() int {
 	}
 	if abs, err := filepath.Abs(o.listener); err == nil {
 		o.listener = abs
-	}
-	if !o.keep {
-		defer os.RemoveAll(o.workDir)
 	}
 
 	all := map[string]scenario{
@@ -121,13 +118,18 @@ func run() int {
 		}
 		fmt.Println("wrote the chaos section of", o.readme)
 	}
-	if o.keep {
-		fmt.Println("logs kept in", o.workDir)
-	}
+	failed := false
 	for _, r := range results {
-		if !r.ok() {
-			return 1
-		}
+		failed = failed || !r.ok()
+	}
+	// A failed run keeps its logs: the failure may not come back.
+	if o.keep || failed {
+		fmt.Println("logs kept in", o.workDir)
+	} else {
+		_ = os.RemoveAll(o.workDir)
+	}
+	if failed {
+		return 1
 	}
 	return 0
 }
