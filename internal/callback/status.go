@@ -64,3 +64,36 @@ func EventForStatus(status string) (string, bool) {
 	}
 	return "", false
 }
+
+// statusRank orders statuses along a package's life. It only breaks ties
+// between events with the same createdDate (OneSpan stamps in milliseconds,
+// and a completion often shares its millisecond with the last signature):
+// the later stage wins, whatever order the events arrive in.
+var statusRank = map[string]int{
+	StatusDraft:     0,
+	StatusSent:      1,
+	StatusCompleted: 2,
+	StatusDeclined:  2,
+	StatusOptedOut:  2,
+	StatusExpired:   2,
+	StatusArchived:  3,
+	StatusTrashed:   4,
+	StatusDeleted:   5,
+}
+
+// StatusRank is the stage of status in a package's life (unknown: 1, like SENT).
+func StatusRank(status string) int {
+	if r, ok := statusRank[status]; ok {
+		return r
+	}
+	return statusRank[StatusSent]
+}
+
+// EventRank is the stage an event belongs to: its status's rank for a
+// status event, the SENT stage for the others (signing, viewing...).
+func EventRank(name string) int {
+	if eff, s := StatusFor(name); eff == SetStatus {
+		return StatusRank(s)
+	}
+	return StatusRank(StatusSent)
+}

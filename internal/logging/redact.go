@@ -139,7 +139,8 @@ func sensitive(key string) bool {
 	if v, ok := keyVerdicts.Load(key); ok {
 		return v.(bool)
 	}
-	v := sensitiveKey.MatchString(key) && !strings.HasSuffix(strings.ToLower(key), "event_key")
+	lower := strings.ToLower(key)
+	v := sensitiveKey.MatchString(key) && !strings.HasSuffix(lower, "event_key") && !strings.HasSuffix(lower, "document_key")
 	keyVerdicts.Store(key, v)
 	return v
 }

@@ -125,13 +125,16 @@ func (tw *tenantWorker) reread(ctx context.Context, items []*item) {
 
 // merge applies the items' events to st in time order, following the
 // monotonic rule: a status from an event older than the one that set the
-// current status is not applied. It reports whether Salesforce must change.
+// current status is not applied. Events of the same millisecond are ordered
+// by the stage of the package's life they belong to, so the outcome does not
+// depend on the order they arrive in. It reports whether Salesforce must
+// change.
 func merge(st *PackageState, items []*item) (sfChanged bool) {
 	sorted := slices.Clone(items)
 	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].ev.Created.Before(sorted[j].ev.Created) })
 	for _, it := range sorted {
 		ev := it.ev
-		if st.LastEventAt.IsZero() || !ev.Created.Before(st.LastEventAt) {
+		if later(ev.Created, callback.EventRank(ev.Name), st.LastEventAt, callback.EventRank(st.LastEvent), st.LastEvent == "") {
 			if st.LastEvent != ev.Name || !st.LastEventAt.Equal(ev.Created) {
 				st.LastEvent, st.LastEventAt = ev.Name, ev.Created
 				sfChanged = true
@@ -141,7 +144,7 @@ func merge(st *PackageState, items []*item) (sfChanged bool) {
 		if eff, s := callback.StatusFor(ev.Name); eff == callback.SetStatus {
 			status = s
 		}
-		if status == "" || (!st.StatusAt.IsZero() && ev.Created.Before(st.StatusAt)) {
+		if status == "" || !later(ev.Created, callback.StatusRank(status), st.StatusAt, callback.StatusRank(st.Status), st.Status == "") {
 			continue
 		}
 		if st.Status != status || !st.StatusAt.Equal(ev.Created) {
@@ -154,6 +157,19 @@ func merge(st *PackageState, items []*item) (sfChanged bool) {
 		}
 	}
 	return sfChanged || st.RecordID == ""
+}
+
+// later reports whether an event at t of stage rank may replace what was set
+// at curT with curRank: it is not older, and at the same time not of an
+// earlier stage.
+func later(t time.Time, rank int, curT time.Time, curRank int, none bool) bool {
+	switch {
+	case none || t.After(curT):
+		return true
+	case t.Equal(curT):
+		return rank >= curRank
+	}
+	return false
 }
 
 // applyTransactions upserts the batch's transaction records in collection

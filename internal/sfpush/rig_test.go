@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -208,7 +209,11 @@ func (r *rig) eventually(d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	r.t.Fatalf("timed out waiting for %s\nlogs:\n%s", what, tail(r.logs.String(), 4000))
+	logs := r.logs.String()
+	if os.Getenv("RIG_FULL_LOGS") == "" {
+		logs = tail(logs, 4000)
+	}
+	r.t.Fatalf("timed out waiting for %s\nlogs (RIG_FULL_LOGS=1 for all):\n%s", what, logs)
 }
 
 func tail(s string, n int) string {

@@ -2,6 +2,7 @@ package sfpush
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -39,6 +40,18 @@ func (tw *tenantWorker) settle(ctx context.Context, it *item) {
 			m.EventDelivery.WithLabelValues(tw.t.ID).Observe(tw.w.o.Now().Sub(it.receivedAt).Seconds())
 		}
 		log.Debug("delivered")
+		return
+	}
+	// Another worker is writing this package (or died doing so): wait for
+	// its lease to end. That is nobody's failure, so it never counts
+	// toward worker.max_deliver.
+	var busy *busyError
+	if errors.As(it.err, &busy) {
+		delay := max(busy.until.Sub(tw.w.o.Now()), 100*time.Millisecond)
+		_ = it.msg.NakWithDelay(delay)
+		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "retried").Inc()
+		tw.record(ctx, it, OutcomeRetried, fault.Retryable)
+		log.Info("package busy; retrying when its lease ends", "retry_in", delay.String())
 		return
 	}
 	class := fault.ClassOf(it.err)

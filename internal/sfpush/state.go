@@ -130,6 +130,15 @@ func (s stateStore) update(ctx context.Context, pkg string, fn func(*PackageStat
 // errBusy means another writer holds the package's lease.
 var errBusy = errors.New("package is being written by another worker")
 
+// busyError is errBusy with the time the other writer's lease ends.
+type busyError struct{ until time.Time }
+
+func (e *busyError) Error() string {
+	return errBusy.Error() + " until " + e.until.UTC().Format(time.RFC3339)
+}
+
+func (e *busyError) Is(target error) bool { return target == errBusy }
+
 // lease takes the package's lease for holder. forced reports that the record
 // must be rewritten whatever the batch changes: the last writer's outcome is
 // unknown (Dirty, or its lease expired unreleased).
@@ -141,7 +150,7 @@ func (s stateStore) lease(ctx context.Context, pkg, holder string, ttl time.Dura
 		}
 		t := now()
 		if st.Lease != nil && st.Lease.Holder != holder && t.Before(st.Lease.Until) {
-			return st, false, errBusy
+			return st, false, &busyError{until: st.Lease.Until}
 		}
 		forced = st.Dirty || st.Lease != nil
 		st.Lease = &Lease{Holder: holder, Until: t.Add(ttl)}
@@ -203,7 +212,7 @@ func (s stateStore) leaseMany(ctx context.Context, pkgs []string, holder string,
 		}
 		t := now()
 		if st.Lease != nil && st.Lease.Holder != holder && t.Before(st.Lease.Until) {
-			set(pkg, leased{err: errBusy})
+			set(pkg, leased{err: &busyError{until: st.Lease.Until}})
 			return
 		}
 		forced := st.Dirty || st.Lease != nil

@@ -51,7 +51,8 @@ type Options struct {
 	// GaugeInterval refreshes the queue gauges (default 15s).
 	GaugeInterval time.Duration
 	// LeaseTTL bounds how long a package's transaction write may hold its
-	// lease (default 2m); a dead writer blocks the package this long at most.
+	// lease (default worker.ack_wait, at least 10s): a dead writer blocks the
+	// package this long at most, about when its messages are redelivered.
 	// Salesforce calls of the write get half of it.
 	LeaseTTL time.Duration
 	Now      func() time.Time
@@ -86,7 +87,7 @@ func New(o Options) (*Worker, error) {
 		o.GaugeInterval = 15 * time.Second
 	}
 	if o.LeaseTTL == 0 {
-		o.LeaseTTL = 2 * time.Minute
+		o.LeaseTTL = max(o.Worker.AckWait.D(), 10*time.Second)
 	}
 	if o.Now == nil {
 		o.Now = time.Now

@@ -167,14 +167,20 @@ func TestWorkerStoppedMidBatchLeavesNothingDoubled(t *testing.T) {
 	r.stop() // cancels mid-flight: unacked messages come back after ack_wait
 	acme.sf.SetFaults(sfsandbox.Faults{})
 	r.start()
-	r.eventually(30*time.Second, "every package complete with its files", func() bool {
-		for i := range 5 {
-			if acme.status(fmt.Sprintf("pkg-stop-%d", i)) != "COMPLETED" {
-				return false
-			}
-		}
+	r.eventually(30*time.Second, "every event and file", func() bool {
 		return len(acme.sf.ContentVersions()) == 15 && acme.sf.Count(sfsandbox.ObjEvent) == 30
 	})
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; i < 5; i++ {
+		pkg := fmt.Sprintf("pkg-stop-%d", i)
+		for acme.status(pkg) != "COMPLETED" && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got := acme.status(pkg); got != "COMPLETED" {
+			st, _, _ := stateStore{kv: r.q.Packages(), tenant: "acme"}.get(t.Context(), pkg)
+			t.Errorf("%s: salesforce status %q, state %+v", pkg, got, st)
+		}
+	}
 	if got := acme.sf.Count(sfsandbox.ObjTransaction); got != 5 {
 		t.Errorf("transactions = %d, want 5", got)
 	}
