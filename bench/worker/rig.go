@@ -164,7 +164,7 @@ func (r *rig) startWorker(ctx context.Context, replicas int) (<-chan error, erro
 	done := make(chan error, replicas)
 	for range max(replicas, 1) {
 		w, err := sfpush.New(sfpush.Options{
-			JetStream: r.q.JetStream(), Packages: r.kv, States: auth.NewTenants(r.q.Tenants()),
+			JetStream: r.q.JetStream(), Packages: r.kv, States: auth.NewTenants(r.q.Tenants()), BatchStateWrites: true,
 			Worker: r.cfg.Worker, Metrics: r.m, Logger: r.log,
 			Tenants: []sfpush.Tenant{tenant},
 		})

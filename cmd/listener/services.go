@@ -99,6 +99,7 @@ func (s *services) worker() (*sfpush.Worker, error) {
 		Logger:    s.log,
 		History: history.NewRecorder(history.RecorderOptions{JetStream: s.q.JetStream(), Packages: s.q.Packages(),
 			Retention: s.cfg.Queue.Retention.D(), Replicas: s.cfg.NATS.Replicas, Logger: s.log}),
+		BatchStateWrites: s.cfg.NATS.Replicas == 1,
 	})
 }
 

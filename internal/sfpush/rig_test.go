@@ -169,7 +169,7 @@ func (r *rig) start() {
 		tenants = append(tenants, r.tenants[id].tenant)
 	}
 	w, err := New(Options{
-		JetStream: r.q.JetStream(), Packages: r.q.Packages(), States: auth.NewTenants(r.q.Tenants()),
+		JetStream: r.q.JetStream(), Packages: r.q.Packages(), States: auth.NewTenants(r.q.Tenants()), BatchStateWrites: true,
 		Worker: r.cfg.Worker, Tenants: tenants, Metrics: r.m,
 		Logger:        logging.New(r.logs, logging.Text, slog.LevelDebug, nil),
 		FetchWait:     100 * time.Millisecond,

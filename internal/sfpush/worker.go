@@ -50,6 +50,11 @@ type Options struct {
 	FetchWait time.Duration
 	// GaugeInterval refreshes the queue gauges (default 15s).
 	GaugeInterval time.Duration
+	// BatchStateWrites writes a batch's package states as one atomic KV
+	// batch. It pays off when every write is fsync'd (the embedded server
+	// with nats.sync_always); on a replicated cluster each key is written
+	// by its own compare-and-swap.
+	BatchStateWrites bool
 	// LeaseTTL bounds how long a package's transaction write may hold its
 	// lease (default worker.ack_wait, at least 10s): a dead writer blocks the
 	// package this long at most, about when its messages are redelivered.
@@ -99,6 +104,14 @@ func New(o Options) (*Worker, error) {
 		o.Worker.Backoff = []config.Duration{config.Duration(time.Second)}
 	}
 	return &Worker{o: o, log: o.Logger, replica: nuid.Next()}, nil
+}
+
+func (w *Worker) stateStore(tenant string) stateStore {
+	st := stateStore{kv: w.o.Packages, tenant: tenant}
+	if w.o.BatchStateWrites {
+		st.nc = w.o.JetStream.Conn()
+	}
+	return st
 }
 
 // ConsumerName is the durable pull consumer of a tenant.
@@ -179,7 +192,7 @@ func (w *Worker) newTenantWorker(ctx context.Context, t *Tenant) (*tenantWorker,
 	}
 	return &tenantWorker{
 		w: w, t: t, cons: cons,
-		store:  stateStore{kv: w.o.Packages, nc: w.o.JetStream.Conn(), tenant: t.ID},
+		store:  w.stateStore(t.ID),
 		log:    w.log.With("tenant", t.ID),
 		docSem: make(chan struct{}, max(w.o.Worker.Concurrency, 1)),
 	}, nil

@@ -184,7 +184,7 @@ func (r *Rig) Start() {
 		tenants = append(tenants, r.Tenants[id].Tenant)
 	}
 	w, err := sfpush.New(sfpush.Options{
-		JetStream: r.Queue.JetStream(), Packages: r.Queue.Packages(), States: auth.NewTenants(r.Queue.Tenants()),
+		JetStream: r.Queue.JetStream(), Packages: r.Queue.Packages(), States: auth.NewTenants(r.Queue.Tenants()), BatchStateWrites: true,
 		Worker: r.Config.Worker, Tenants: tenants, Metrics: r.Metrics,
 		Logger:        logging.New(r.Logs, logging.Text, slog.LevelDebug, nil),
 		FetchWait:     100 * time.Millisecond,
