@@ -85,9 +85,6 @@ func peakHeap() (stop func() uint64) {
 }
 
 func TestLargeFileStreamsWithoutGrowingMemory(t *testing.T) {
-	if testing.Short() {
-		t.Skip("streams 256 MiB")
-	}
 	e := newEnv(t, sfsandbox.DefaultOptions()) // keeps no file bytes: size and hashes only
 	ctx := testCtx(t)
 	tr, err := e.c.Upsert(ctx, "OneSpan_Transaction__c", "Package_Id__c", "pkg-big", map[string]any{"Status__c": "COMPLETED"})
