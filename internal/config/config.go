@@ -75,6 +75,9 @@ type Worker struct {
 	MaxDeliver  int        `yaml:"max_deliver"`
 	AckWait     Duration   `yaml:"ack_wait"`
 	Backoff     []Duration `yaml:"backoff"`
+	// MaxAPIUsage pauses a tenant while its Salesforce API usage
+	// (Sforce-Limit-Info used/limit) is at or above this ratio.
+	MaxAPIUsage float64 `yaml:"max_api_usage"`
 }
 
 // Reconcile tunes the periodic comparison with OneSpan.

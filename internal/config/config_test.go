@@ -135,12 +135,12 @@ server: { public_url: "localhost:8080", max_body_bytes: 0, trusted_proxies: ["10
 metrics: { addr: ":8080" }
 nats: { replicas: 3 }
 queue: { retention: "1h", duplicate_window: "2h" }
-worker: { batch_size: 500, max_deliver: 2, ack_wait: "10ms", backoff: ["1s", "2s", "3s"] }
+worker: { batch_size: 500, max_deliver: 2, ack_wait: "10ms", backoff: ["1s", "2s", "3s"], max_api_usage: 1.5 }
 `, []string{
 			"server.public_url:", "server.max_body_bytes:", "server.trusted_proxies[0]:",
 			"metrics.addr: must differ", "nats.replicas: must be 1 with the embedded server",
 			"queue.duplicate_window: must not exceed", "worker.batch_size:", "worker.backoff: has 3 steps",
-			"worker.ack_wait:",
+			"worker.ack_wait:", "worker.max_api_usage:",
 		}},
 		{"bad duration", minimal + "queue: { retention: \"30 days\" }\n", []string{`"30 days" is not a duration`}},
 		{"cluster url", minimal + "nats: { url: \"nats://a:4222,nats://b:4222\", replicas: 3 }\n", nil},

@@ -13,7 +13,7 @@ func Default() Config {
 			DuplicateWindow: Duration(24 * time.Hour),
 		},
 		Worker: Worker{
-			Concurrency: 16, BatchSize: 200, MaxDeliver: 20,
+			Concurrency: 16, BatchSize: 200, MaxDeliver: 20, MaxAPIUsage: 0.9,
 			AckWait: Duration(60 * time.Second),
 			Backoff: []Duration{
 				Duration(time.Second), Duration(5 * time.Second), Duration(30 * time.Second),

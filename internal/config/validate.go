@@ -196,6 +196,9 @@ func (w Worker) validate(p *problems) {
 	if len(w.Backoff) == 0 {
 		p.add("worker.backoff", "at least one delay is required")
 	}
+	if w.MaxAPIUsage <= 0 || w.MaxAPIUsage > 1 {
+		p.add("worker.max_api_usage", "must be a ratio above 0 and at most 1 (e.g. 0.9)")
+	}
 	for i, d := range w.Backoff {
 		if d <= 0 {
 			p.add(fmt.Sprintf("worker.backoff[%d]", i), "must be positive")

@@ -72,7 +72,7 @@ func (tw *tenantWorker) process(ctx context.Context, msgs []jetstream.Msg) {
 			span.SetStatus(codes.Error, "some messages failed")
 		}
 	}
-	if limit := tw.t.Salesforce.LastLimit(); limit.Known() && limit.Ratio() >= tw.w.o.MaxAPIUsage {
+	if limit := tw.t.Salesforce.LastLimit(); limit.Known() && limit.Ratio() >= tw.w.o.Worker.MaxAPIUsage {
 		tw.throttle(ctx, tw.w.o.Now().Add(tw.w.o.UsagePause),
 			fmt.Sprintf("salesforce api usage %d/%d", limit.Used, limit.Max))
 	}

@@ -115,7 +115,7 @@ func (tw *tenantWorker) upload(ctx context.Context, recordID string, d document)
 	}
 	tw.w.o.Metrics.DocumentsUploaded.WithLabelValues(tw.t.ID).Inc()
 	tw.w.o.Metrics.DocumentBytes.WithLabelValues(tw.t.ID).Add(float64(sent))
-	tw.log.Info("document uploaded", "document_key", d.key, "bytes", sent, "content_version", id)
+	tw.log.InfoContext(ctx, "document uploaded", "document_key", d.key, "bytes", sent, "content_version", id)
 	return id, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/countersign/countersign/internal/callback"
 	"github.com/countersign/countersign/internal/fault"
 	"github.com/countersign/countersign/internal/queue"
+	"github.com/countersign/countersign/internal/tracing"
 )
 
 // settle decides, in this one place and from the error's class alone, what
@@ -24,13 +25,15 @@ func (tw *tenantWorker) settle(ctx context.Context, it *item) {
 	if it.ev != nil {
 		event = callback.Label(it.ev.Name)
 	}
+	// Log lines carry the trace id of the callback this message came from.
+	lctx := tracing.Extract(ctx, it.msg.Headers())
 	log := tw.log.With("seq", it.seq, "attempt", it.deliveries)
 	if it.ev != nil {
 		log = log.With("event", it.ev.Name, "package", it.ev.PackageID, "event_key", it.key)
 	}
 	if it.err == nil {
 		if err := it.msg.Ack(); err != nil {
-			log.Warn("ack failed; the message will be redelivered and its writes repeated harmlessly", "error", err)
+			log.WarnContext(lctx, "ack failed; the message will be redelivered and its writes repeated harmlessly", "error", err)
 		}
 		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "delivered").Inc()
 		tw.record(ctx, it, OutcomeDelivered, 0)
@@ -39,7 +42,7 @@ func (tw *tenantWorker) settle(ctx context.Context, it *item) {
 		if !it.receivedAt.IsZero() && it.msg.Headers().Get(queue.HeaderSource) != queue.SourceReplay {
 			m.EventDelivery.WithLabelValues(tw.t.ID).Observe(tw.w.o.Now().Sub(it.receivedAt).Seconds())
 		}
-		log.Debug("delivered")
+		log.DebugContext(lctx, "delivered")
 		return
 	}
 	// Another worker is writing this package (or died doing so): wait for
@@ -51,7 +54,7 @@ func (tw *tenantWorker) settle(ctx context.Context, it *item) {
 		_ = it.msg.NakWithDelay(delay)
 		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "retried").Inc()
 		tw.record(ctx, it, OutcomeRetried, fault.Retryable)
-		log.Info("package busy; retrying when its lease ends", "retry_in", delay.String())
+		log.InfoContext(lctx, "package busy; retrying when its lease ends", "retry_in", delay.String())
 		return
 	}
 	class := fault.ClassOf(it.err)
@@ -59,7 +62,7 @@ func (tw *tenantWorker) settle(ctx context.Context, it *item) {
 	case class == fault.Permanent,
 		(class == fault.Retryable || class == fault.AuthExpired) && int(it.deliveries) >= tw.w.o.Worker.MaxDeliver:
 		if err := tw.deadLetter(ctx, it, class); err != nil {
-			log.Error("dead-letter failed; retrying the message", "error", err, "cause", it.err)
+			log.ErrorContext(lctx, "dead-letter failed; retrying the message", "error", err, "cause", it.err)
 			_ = it.msg.NakWithDelay(tw.backoff(it.deliveries))
 			m.EventsProcessed.WithLabelValues(tw.t.ID, event, "retried").Inc()
 			tw.record(ctx, it, OutcomeRetried, class)
@@ -67,7 +70,7 @@ func (tw *tenantWorker) settle(ctx context.Context, it *item) {
 		}
 		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "dead_lettered").Inc()
 		tw.record(ctx, it, OutcomeDeadLettered, class)
-		log.Error("dead-lettered", "class", class.String(), "error", it.err)
+		log.ErrorContext(lctx, "dead-lettered", "class", class.String(), "error", it.err)
 	case class == fault.Reconnect:
 		// The token machinery has marked the tenant needs_reconnect (or it
 		// was never connected); the loop pauses until it is connected.
@@ -76,7 +79,7 @@ func (tw *tenantWorker) settle(ctx context.Context, it *item) {
 		_ = it.msg.NakWithDelay(tw.backoff(1))
 		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "retried").Inc()
 		tw.record(ctx, it, OutcomePaused, class)
-		log.Warn("tenant must be reconnected; event kept", "error", it.err)
+		log.WarnContext(lctx, "tenant must be reconnected; event kept", "error", it.err)
 	case class == fault.Throttled:
 		until, _ := fault.ThrottledUntil(it.err)
 		if !until.After(tw.w.o.Now()) {
@@ -91,7 +94,7 @@ func (tw *tenantWorker) settle(ctx context.Context, it *item) {
 		_ = it.msg.NakWithDelay(delay)
 		m.EventsProcessed.WithLabelValues(tw.t.ID, event, "retried").Inc()
 		tw.record(ctx, it, OutcomeRetried, class)
-		log.Warn("delivery failed; will retry", "class", class.String(), "error", it.err, "retry_in", delay.String())
+		log.WarnContext(lctx, "delivery failed; will retry", "class", class.String(), "error", it.err, "retry_in", delay.String())
 	}
 }
 

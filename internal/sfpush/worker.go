@@ -41,10 +41,9 @@ type Options struct {
 	Tenants   []Tenant
 	Metrics   *metrics.Metrics
 	Logger    *slog.Logger
-	// MaxAPIUsage pauses a tenant when Sforce-Limit-Info usage reaches this
-	// ratio (default 0.9), for UsagePause (default 5m) at a time.
-	MaxAPIUsage float64
-	UsagePause  time.Duration
+	// UsagePause is how long a tenant pauses (default 5m) when its
+	// Salesforce API usage reaches worker.max_api_usage (default 0.9).
+	UsagePause time.Duration
 	// FetchWait is how long one pull waits for a message (default 1s); it also
 	// bounds how fast a paused tenant notices it may resume.
 	FetchWait time.Duration
@@ -79,8 +78,8 @@ func New(o Options) (*Worker, error) {
 	if o.JetStream == nil || o.Packages == nil || o.States == nil || o.Metrics == nil {
 		return nil, errors.New("sfpush: jetstream, packages bucket, tenant states and metrics are required")
 	}
-	if o.MaxAPIUsage == 0 {
-		o.MaxAPIUsage = 0.9
+	if o.Worker.MaxAPIUsage == 0 {
+		o.Worker.MaxAPIUsage = 0.9
 	}
 	if o.UsagePause == 0 {
 		o.UsagePause = 5 * time.Minute
