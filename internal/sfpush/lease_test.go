@@ -1,4 +1,4 @@
-package sfpush
+package sfpush_test
 
 import (
 	"encoding/json"
@@ -6,7 +6,9 @@ import (
 	"time"
 
 	ossandbox "github.com/countersign/countersign/internal/sandbox/onespan"
+	"github.com/countersign/countersign/internal/sandbox/pipeline"
 	sfsandbox "github.com/countersign/countersign/internal/sandbox/salesforce"
+	"github.com/countersign/countersign/internal/sfpush"
 )
 
 // A worker that died between a stale Salesforce write and recording its
@@ -15,54 +17,56 @@ import (
 func TestStaleWriteOfADeadWorkerIsRepaired(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		taint func(st *PackageState)
+		taint func(st *sfpush.PackageState)
 	}{
-		{"expired lease", func(st *PackageState) { st.Lease = &Lease{Holder: "dead-worker", Until: time.Now().Add(-time.Second)} }},
-		{"dirty", func(st *PackageState) { st.Dirty = true }},
+		{"expired lease", func(st *sfpush.PackageState) {
+			st.Lease = &sfpush.Lease{Holder: "dead-worker", Until: time.Now().Add(-time.Second)}
+		}},
+		{"dirty", func(st *sfpush.PackageState) { st.Dirty = true }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newRig(t, rigOpts{})
-			acme := r.tenants["acme"]
+			r := newRig(t, pipeline.Options{})
+			acme := r.Tenants["acme"]
 			base := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 			send := func(name string, at time.Time) {
 				t.Helper()
 				ev := ossandbox.NewEvent(name, "u1", "pkg-stale", "", "", at)
-				if err := ossandbox.SendCallback(t.Context(), r.ingest+"/v1/callbacks/acme", acme.key, ev); err != nil {
+				if err := ossandbox.SendCallback(t.Context(), r.Ingest+"/v1/callbacks/acme", acme.Key, ev); err != nil {
 					t.Fatal(err)
 				}
 			}
-			r.start()
+			r.Start()
 			send("PACKAGE_DECLINE", base.Add(time.Hour))
-			r.eventually(10*time.Second, "DECLINED", func() bool { return acme.status("pkg-stale") == "DECLINED" })
-			r.stop()
+			r.Eventually(10*time.Second, "DECLINED", func() bool { return acme.Status("pkg-stale") == "DECLINED" })
+			r.Stop()
 
 			// The dead worker's stale write reached Salesforce; its state did not.
-			txn := acme.transaction("pkg-stale")
-			if _, err := acme.tenant.Salesforce.Upsert(t.Context(), sfsandbox.ObjTransaction, "Package_Id__c", "pkg-stale",
+			txn := acme.Transaction("pkg-stale")
+			if _, err := acme.Tenant.Salesforce.Upsert(t.Context(), sfsandbox.ObjTransaction, "Package_Id__c", "pkg-stale",
 				map[string]any{"Status__c": "SENT"}); err != nil {
 				t.Fatal(err)
 			}
-			if acme.status("pkg-stale") != "SENT" {
-				t.Fatalf("setup: status %q", acme.status("pkg-stale"))
+			if acme.Status("pkg-stale") != "SENT" {
+				t.Fatalf("setup: status %q", acme.Status("pkg-stale"))
 			}
-			e, _ := r.q.Packages().Get(t.Context(), PackageKey("acme", "pkg-stale"))
-			var st PackageState
+			e, _ := r.Queue.Packages().Get(t.Context(), sfpush.PackageKey("acme", "pkg-stale"))
+			var st sfpush.PackageState
 			_ = json.Unmarshal(e.Value(), &st)
 			tc.taint(&st)
 			b, _ := json.Marshal(st)
-			if _, err := r.q.Packages().Update(t.Context(), PackageKey("acme", "pkg-stale"), b, e.Revision()); err != nil {
+			if _, err := r.Queue.Packages().Update(t.Context(), sfpush.PackageKey("acme", "pkg-stale"), b, e.Revision()); err != nil {
 				t.Fatal(err)
 			}
 
-			r.start()
+			r.Start()
 			send("DOCUMENT_VIEWED", base) // older than the decline: changes nothing by itself
-			r.eventually(10*time.Second, "record repaired", func() bool { return acme.status("pkg-stale") == "DECLINED" })
-			if acme.transaction("pkg-stale")["Id"] != txn["Id"] {
+			r.Eventually(10*time.Second, "record repaired", func() bool { return acme.Status("pkg-stale") == "DECLINED" })
+			if acme.Transaction("pkg-stale")["Id"] != txn["Id"] {
 				t.Error("a second transaction record was made")
 			}
-			r.eventually(5*time.Second, "state clean", func() bool {
-				e, _ := r.q.Packages().Get(t.Context(), PackageKey("acme", "pkg-stale"))
-				var st PackageState
+			r.Eventually(5*time.Second, "state clean", func() bool {
+				e, _ := r.Queue.Packages().Get(t.Context(), sfpush.PackageKey("acme", "pkg-stale"))
+				var st sfpush.PackageState
 				_ = json.Unmarshal(e.Value(), &st)
 				return !st.Dirty && st.Lease == nil
 			})
@@ -73,17 +77,17 @@ func TestStaleWriteOfADeadWorkerIsRepaired(t *testing.T) {
 // While another worker holds a package's lease, its events wait; they are
 // delivered once the lease is released or expires.
 func TestPackageLeasedByAnotherWorkerWaits(t *testing.T) {
-	r := newRig(t, rigOpts{})
-	acme := r.tenants["acme"]
+	r := newRig(t, pipeline.Options{})
+	acme := r.Tenants["acme"]
 	until := time.Now().Add(1500 * time.Millisecond)
-	st := PackageState{PackageID: "pkg-busy", Lease: &Lease{Holder: "other-worker", Until: until}}
+	st := sfpush.PackageState{PackageID: "pkg-busy", Lease: &sfpush.Lease{Holder: "other-worker", Until: until}}
 	b, _ := json.Marshal(st)
-	if _, err := r.q.Packages().Create(t.Context(), PackageKey("acme", "pkg-busy"), b); err != nil {
+	if _, err := r.Queue.Packages().Create(t.Context(), sfpush.PackageKey("acme", "pkg-busy"), b); err != nil {
 		t.Fatal(err)
 	}
-	r.start()
-	acme.newPackage(t, "pkg-busy")
-	r.eventually(10*time.Second, "delivered after the lease expired", func() bool { return acme.status("pkg-busy") == "DRAFT" })
+	r.Start()
+	acme.NewPackage(t, "pkg-busy")
+	r.Eventually(10*time.Second, "delivered after the lease expired", func() bool { return acme.Status("pkg-busy") == "DRAFT" })
 	if time.Now().Before(until) {
 		t.Error("written while another worker held the lease")
 	}

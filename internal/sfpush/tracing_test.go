@@ -1,4 +1,4 @@
-package sfpush
+package sfpush_test
 
 import (
 	"strings"
@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/countersign/countersign/internal/sandbox/pipeline"
 	"github.com/countersign/countersign/internal/tracing"
 )
 
@@ -19,22 +20,22 @@ func TestOneTraceFromCallbackToSalesforceAndOneSpan(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = shutdown(t.Context()) })
 
-	r := newRig(t, rigOpts{})
-	acme := r.tenants["acme"]
-	acme.newPackage(t, "pkg-traced")
-	if err := acme.os.Activate(t.Context(), "pkg-traced"); err != nil {
+	r := newRig(t, pipeline.Options{})
+	acme := r.Tenants["acme"]
+	acme.NewPackage(t, "pkg-traced")
+	if err := acme.OS.Activate(t.Context(), "pkg-traced"); err != nil {
 		t.Fatal(err)
 	}
 	// Let the two callbacks be stored before the worker starts, then send
 	// the completion alone so it is a batch of its own.
-	r.start()
-	r.eventually(10*time.Second, "SENT", func() bool { return acme.status("pkg-traced") == "SENT" })
+	r.Start()
+	r.Eventually(10*time.Second, "SENT", func() bool { return acme.Status("pkg-traced") == "SENT" })
 	exp.Reset()
-	if err := acme.os.Complete(t.Context(), "pkg-traced"); err != nil {
+	if err := acme.OS.Complete(t.Context(), "pkg-traced"); err != nil {
 		t.Fatal(err)
 	}
-	r.eventually(10*time.Second, "files", func() bool { return len(acme.sf.ContentVersions()) == 3 })
-	r.stop()
+	r.Eventually(10*time.Second, "files", func() bool { return len(acme.SF.ContentVersions()) == 3 })
+	r.Stop()
 
 	var callbackTrace trace.TraceID
 	for _, s := range exp.GetSpans() {
@@ -56,10 +57,10 @@ func TestOneTraceFromCallbackToSalesforceAndOneSpan(t *testing.T) {
 		case strings.HasPrefix(s.Name, "HTTP ") || strings.HasPrefix(s.Name, "PATCH") || strings.HasPrefix(s.Name, "GET") || strings.HasPrefix(s.Name, "POST"):
 			for _, a := range s.Attributes {
 				v := a.Value.Emit()
-				if strings.Contains(v, acme.sf.URL()[len("http://"):]) {
+				if strings.Contains(v, acme.SF.URL()[len("http://"):]) {
 					sfCall = true
 				}
-				if strings.Contains(v, acme.os.URL()[len("http://"):]) {
+				if strings.Contains(v, acme.OS.URL()[len("http://"):]) {
 					osCall = true
 				}
 			}

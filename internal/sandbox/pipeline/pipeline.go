@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -227,7 +228,11 @@ func (r *Rig) Eventually(d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	r.t.Fatalf("timed out waiting for %s\nlogs:\n%s", what, tail(r.Logs.String(), 4000))
+	logs := r.Logs.String()
+	if os.Getenv("RIG_FULL_LOGS") == "" {
+		logs = tail(logs, 4000)
+	}
+	r.t.Fatalf("timed out waiting for %s\nlogs (RIG_FULL_LOGS=1 for all):\n%s", what, logs)
 }
 
 func tail(s string, n int) string {
